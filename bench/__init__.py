@@ -1,0 +1,1 @@
+"""Benchmarks: measured speed of the codec and the service."""

@@ -1,0 +1,1 @@
+"""Scalable learned image codec: RNN residual coder with an RNN hyperprior."""

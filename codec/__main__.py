@@ -1,0 +1,240 @@
+"""Command line: argument parsing only; every command calls into the library.
+
+    python -m codec compress IN.png OUT.bin [--weights PATH] [--layers N]
+    python -m codec decompress IN.bin OUT.png [--layers N] [--weights PATH]
+    python -m codec info IN.bin
+    python -m codec train --crops .cache/crops-256.npy ...
+    python -m codec eval DIR [--out results/]
+    python -m codec fetch URL OUT.png [--layers N | --bytes B | --psnr-target DB] [--via range|ws] [--each]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from codec.errors import CodecError
+
+DEFAULT_CROPS = Path(".cache/crops-256.npy")
+DEFAULT_CHECKPOINT = Path(".cache/train/checkpoint.pt")
+DEFAULT_LOG = Path(".cache/train/log.csv")
+KODAK = Path("../shared/data/kodak")
+
+
+def _load(weights: str | None, device: str = "cpu"):
+    from codec.api import load_model
+
+    return load_model(weights, device)
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from codec.api import encode
+
+    model = _load(args.weights, args.device)
+    started = time.perf_counter()
+    data = encode(Path(args.input), model, args.layers)
+    Path(args.output).write_bytes(data)
+    from codec.container import parse_header
+
+    header = parse_header(data)
+    pixels = header.width * header.height
+    print(
+        f"{args.output}: {len(data)} bytes, {header.layer_count} layers, "
+        f"{len(data) * 8 / pixels:.3f} bpp, {time.perf_counter() - started:.2f} s",
+        file=sys.stderr,
+    )
+
+
+def cmd_decompress(args: argparse.Namespace) -> None:
+    from codec.api import Decoder
+    from codec.imageio import write_image
+
+    model = _load(args.weights, args.device)
+    decoder = Decoder(Path(args.input).read_bytes(), model)
+    if decoder.layers_available == 0:
+        from codec.errors import TruncatedLayerError
+
+        raise TruncatedLayerError("the file holds no complete layer")
+    pixels = decoder.decode(args.layers)
+    write_image(pixels, args.output, format=_format_for(args.output))
+
+
+def _format_for(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        suffix, "PNG"
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from codec.container import parse_header
+
+    data = Path(args.input).read_bytes()
+    info = parse_header(data).to_dict()
+    info["bytes_present"] = len(data)
+    print(json.dumps(info, indent=2))
+
+
+def cmd_crops(args: argparse.Namespace) -> None:
+    from codec.data import build_crop_bank
+
+    bank = build_crop_bank(Path(args.images), Path(args.output), args.size, args.per_image, args.seed)
+    print(f"{args.output}: {bank.shape[0]} crops of {args.size}x{args.size}, {bank.nbytes / 1e6:.0f} MB")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from codec.train import Trainer, TrainSettings
+
+    if not Path(args.crops).exists():
+        raise SystemExit(f"no crop bank at {args.crops}: run `python -m codec crops` first")
+    if not args.resume and Path(args.checkpoint).exists():
+        raise SystemExit(f"{args.checkpoint} exists: pass --resume to continue it, or choose another path")
+    settings = TrainSettings(
+        crops=Path(args.crops),
+        checkpoint=Path(args.checkpoint),
+        log=Path(args.log),
+        steps=args.steps,
+        batch=args.batch,
+        crop_size=args.crop_size,
+        learning_rate=args.lr,
+        layers=args.layers,
+        objective=args.objective,
+        device=args.device,
+        checkpoint_minutes=args.checkpoint_minutes,
+        validate_every=args.validate_every,
+        validation_dir=Path(args.validation) if args.validation else None,
+        lambdas=tuple(args.lambdas) if args.lambdas else None,
+    )
+    Trainer(settings).run()
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from codec.train import export_weights
+
+    path = export_weights(Path(args.checkpoint), Path(args.output))
+    print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from codec.evaluate import evaluate_directory
+
+    model = _load(args.weights, args.device)
+    evaluate_directory(model, Path(args.directory), Path(args.out), limit=args.limit, anchors=Path(args.anchors))
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from codec.client import fetch_command
+
+    model = _load(args.weights, args.device)
+    fetch_command(model, args)
+
+
+def cmd_macs(args: argparse.Namespace) -> None:
+    from codec.model import count_macs_per_pixel
+
+    model = _load(args.weights)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"parameters": parameters, "macs_per_pixel_per_layer": count_macs_per_pixel(model)}, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m codec", description="Scalable learned image codec.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_model(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights", help="weights file (default: weights/codec.pt or $CODEC_WEIGHTS)")
+        p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+    p = sub.add_parser("compress", help="encode an image into a layered bitstream")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--layers", type=int, help="number of layers to write (default: all)")
+    with_model(p)
+    p.set_defaults(run=cmd_compress)
+
+    p = sub.add_parser("decompress", help="decode the first layers of a bitstream")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--layers", type=int, help="layers to decode (default: all complete ones present)")
+    with_model(p)
+    p.set_defaults(run=cmd_decompress)
+
+    p = sub.add_parser("info", help="print a bitstream's header as JSON")
+    p.add_argument("input")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("crops", help="cut the training photos into a crop bank")
+    p.add_argument("--images", default="../shared/data/train")
+    p.add_argument("--output", default=str(DEFAULT_CROPS))
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--per-image", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_crops)
+
+    p = sub.add_parser("train", help="train (or --resume training) the codec")
+    p.add_argument("--crops", default=str(DEFAULT_CROPS))
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("--log", default=str(DEFAULT_LOG))
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--steps", type=int, default=100_000, help="total steps to reach")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--layers", type=int, help="train only the first N layers")
+    p.add_argument("--lambdas", type=float, nargs="+", help="override the per-layer lambdas")
+    p.add_argument("--objective", choices=("mse", "ms-ssim"), default="mse")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--validate-every", type=int, default=250)
+    p.add_argument("--validation", default=str(KODAK), help="Kodak folder for the validation crops")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("export", help="turn a training checkpoint into a weights file")
+    p.add_argument("checkpoint", nargs="?", default=str(DEFAULT_CHECKPOINT))
+    p.add_argument("output", nargs="?", default="weights/codec.pt")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("eval", help="rate-distortion evaluation with real file sizes")
+    p.add_argument("directory")
+    p.add_argument("--out", default="results")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--anchors", default="../shared/anchors", help="published RD points")
+    with_model(p)
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("fetch", help="fetch an image progressively from a server")
+    p.add_argument("url", help="http://host:port/image/ID")
+    p.add_argument("output")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--layers", type=int)
+    stop.add_argument("--bytes", type=int, dest="max_bytes")
+    stop.add_argument("--psnr-target", type=float, help="stop at the first layer the server reports at this PSNR")
+    p.add_argument("--via", choices=("range", "ws"), default="range")
+    p.add_argument("--each", action="store_true", help="write OUT-1.png, OUT-2.png, ... for every layer")
+    with_model(p)
+    p.set_defaults(run=cmd_fetch)
+
+    p = sub.add_parser("macs", help="parameters and multiply-accumulates per pixel")
+    p.add_argument("--weights")
+    p.set_defaults(run=cmd_macs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CodecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""The scalable codec: residual ConvLSTM coder with a recurrent hyperprior.
+
+One RNN iteration is one layer of the bitstream. At layer k
+
+* the encoder sees the residual between the input and the reconstruction
+  after layer k-1 and emits latents y_k at 1/16 resolution;
+* a hyper-encoder turns y_k into side information z_k at 1/64 resolution;
+* the hyper-decoder, whose state carries across layers, predicts a scale and
+  a mean for every element of y_k from z_k, the previous layer's quantized
+  latents and its state; it runs on the exact fixed-point grid of
+  `codec.exact`, so encoder and decoder always agree on the probabilities;
+* the decoder turns the quantized latents into an increment that is added to
+  the reconstruction (additive residual formulation).
+
+Per-layer learned gains let one set of recurrent weights serve residuals whose
+size shrinks by an order of magnitude from the first layer to the last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import CompressionModel
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from codec import exact
+from codec.layers import ConvLSTMCell, LSTMState, conv3x3
+from codec.transforms import LappedAnalysis, LappedSynthesis
+
+LATENT_STRIDE = 16
+SIDE_STRIDE = 64
+SCALE_MIN = 0.11
+SCALE_MAX = 256.0
+SCALE_LEVELS = 64
+LOG_SCALE_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
+INITIAL_RECONSTRUCTION = 0.5
+# Latents are transform coefficients times this gain: a quantization step of
+# about 0.2 in coefficient units, near where a 0.1 bpp first layer lands.
+INITIAL_LATENT_GAIN = 5.0
+# Each layer's residual is amplified by this factor more than the last one's,
+# and its increment attenuated by the same, so all layers see similar numbers.
+RESIDUAL_GAIN_PER_LAYER = 1.5
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Everything needed to rebuild the network; stored with the weights."""
+
+    layers: int = 6
+    luma_coefficients: int = 160
+    chroma_coefficients: int = 48
+    rnn_channels: int = 96
+    hyper_channels: int = 64
+    history_channels: int = 32
+    side_channels: int = 24
+    lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05)
+
+    def __post_init__(self) -> None:
+        if len(self.lambdas) != self.layers:
+            raise ValueError("one lambda per layer is required")
+        if list(self.lambdas) != sorted(self.lambdas):
+            raise ValueError("lambdas must rise with the layer index")
+
+    @property
+    def latent_channels(self) -> int:
+        return self.luma_coefficients + 2 * self.chroma_coefficients
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CodecConfig":
+        data = dict(data)
+        data["lambdas"] = tuple(data["lambdas"])
+        return cls(**data)
+
+
+def scale_table() -> list[float]:
+    return [SCALE_MIN * math.exp(LOG_SCALE_STEP * i) for i in range(SCALE_LEVELS)]
+
+
+class RecurrentRefiner(nn.Module):
+    """A ConvLSTM branch that adds a learned correction to coefficients.
+
+    Its output convolution starts at zero, so an untrained refiner passes the
+    coefficients through unchanged and training only ever improves on the
+    plain transform codec.
+    """
+
+    def __init__(self, coefficients: int, hidden: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(coefficients, hidden, 1)
+        self.rnn = ConvLSTMCell(hidden, hidden)
+        self.expand = conv3x3(hidden, coefficients)
+        nn.init.zeros_(self.expand.weight)
+        nn.init.zeros_(self.expand.bias)
+
+    def forward(self, coefficients: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        x = self.reduce(coefficients)
+        if state is None:
+            state = self.rnn.initial_state(x)
+        x, state = self.rnn(x, state)
+        return coefficients + self.expand(x), state
+
+
+class ResidualEncoder(nn.Module):
+    """Residual (3 channels, full resolution) to latents at 1/16 resolution."""
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.analysis = LappedAnalysis(config.luma_coefficients, config.chroma_coefficients)
+        self.refiner = RecurrentRefiner(config.latent_channels, config.rnn_channels)
+
+    def forward(self, residual: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        return self.refiner(self.analysis(residual), state)
+
+
+class ResidualDecoder(nn.Module):
+    """Quantized latents to the layer's increment of the reconstruction."""
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.refiner = RecurrentRefiner(config.latent_channels, config.rnn_channels)
+        self.synthesis = LappedSynthesis(config.luma_coefficients, config.chroma_coefficients)
+
+    def forward(self, latents: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        coefficients, state = self.refiner(latents, state)
+        return self.synthesis(coefficients), state
+
+
+class HyperEncoder(nn.Module):
+    """Latents y_k to side information z_k; its state remembers earlier layers."""
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        m, h = config.latent_channels, config.hyper_channels
+        self.magnitude = nn.Conv2d(m, h, 1)
+        self.state_update = conv3x3(2 * h, h)
+        self.down32 = conv3x3(h, h, stride=2)
+        self.down64 = conv3x3(h, config.side_channels, stride=2)
+
+    def forward(self, latents: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        x = F.leaky_relu(self.magnitude(latents.abs()), 0.1)
+        if state is None:
+            state = torch.zeros_like(x)
+        state = torch.tanh(self.state_update(torch.cat([x, state], dim=1)))
+        z = self.down64(F.leaky_relu(self.down32(state), 0.1))
+        return z, state
+
+
+class HyperDecoder(nn.Module):
+    """Side information and decoded history to entropy parameters of y_k.
+
+    A gated convolutional recurrent cell at 1/16 resolution built only from
+    `codec.exact` operations, so its output is bit-exact in `exact` mode. Its
+    inputs are z_k and the previous layer's quantized latents, which both
+    sides know. Outputs are the scale as a continuous index into
+    `scale_table()` and the mean of each latent.
+    """
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        m, h, s = config.latent_channels, config.hyper_channels, config.side_channels
+        history = config.history_channels
+        self.hyper_channels = h
+        self.up32 = exact.ExactConv2d(s, 4 * h)
+        self.up16 = exact.ExactConv2d(h, 4 * h)
+        self.history = exact.ExactConv2d(2 * m, history, kernel_size=1)
+        self.gate = exact.ExactConv2d(h + history + h, h)
+        self.candidate = exact.ExactConv2d(h + history + h, h)
+        self.mix = exact.ExactConv2d(h + history + h, 2 * h, kernel_size=1)
+        self.params = exact.ExactConv2d(2 * h, 2 * m, kernel_size=1)
+        with torch.no_grad():
+            self.params.weight.mul_(0.1)
+
+    def initial_state(self, side: Tensor, exact_mode: bool) -> Tensor:
+        n, _, h, w = side.shape
+        dtype = torch.float64 if exact_mode else side.dtype
+        return torch.zeros(n, self.hyper_channels, h * 4, w * 4, dtype=dtype, device=side.device)
+
+    def forward(
+        self, side: Tensor, previous_latents: Tensor, state: Tensor, exact_mode: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        e = exact_mode
+        side = exact.activation(side, e)
+        previous_latents = exact.activation(previous_latents, e)
+        u = F.pixel_shuffle(F.relu(self.up32(side, e)), 2)
+        u = F.pixel_shuffle(F.relu(self.up16(u, e)), 2)
+        history = F.relu(self.history(torch.cat([previous_latents, previous_latents.abs()], dim=1), e))
+        joint = torch.cat([u, history, state], dim=1)
+        gate = exact.hard_sigmoid(self.gate(joint, e), e)
+        candidate = torch.clamp(self.candidate(joint, e), -1.0, 1.0)
+        state = exact.activation(state + gate * (candidate - state), e)
+        features = F.relu(self.mix(torch.cat([u, history, state], dim=1), e))
+        scale_index, means = self.params(features, e).chunk(2, dim=1)
+        # centred on the middle of the table; an integer offset keeps it exact
+        return scale_index + SCALE_LEVELS // 2, means, state
+
+
+def scale_from_index(scale_index: Tensor) -> Tensor:
+    """Continuous scale index to standard deviation (training path)."""
+    return SCALE_MIN * torch.exp(LOG_SCALE_STEP * scale_index)
+
+
+def quantized_scale_index(scale_index: Tensor) -> Tensor:
+    """Exact scale index to the integer row of the CDF table (coding path)."""
+    return torch.clamp(torch.round(scale_index), 0, SCALE_LEVELS - 1).to(torch.int32)
+
+
+@dataclass
+class LayerOutput:
+    """What one training iteration produced."""
+
+    reconstruction: Tensor
+    latent_likelihoods: Tensor
+    side_likelihoods: Tensor
+
+
+@dataclass
+class RecurrentState:
+    """Everything carried from one layer to the next.
+
+    The encoder-only parts (`encoder`, `hyper_encoder`) are None on the
+    decoding side.
+    """
+
+    reconstruction: Tensor
+    decoder: LSTMState | None = None
+    hyper_decoder: Tensor | None = None
+    previous_latents: Tensor | None = None
+    encoder: LSTMState | None = None
+    hyper_encoder: Tensor | None = None
+    layer: int = 0
+
+
+class ScalableCodec(CompressionModel):
+    """The whole network. `forward` trains; `codec.coding` runs it for real."""
+
+    def __init__(self, config: CodecConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or CodecConfig()
+        k, m = self.config.layers, self.config.latent_channels
+        self.encoder = ResidualEncoder(self.config)
+        self.decoder = ResidualDecoder(self.config)
+        self.hyper_encoder = HyperEncoder(self.config)
+        self.hyper_decoder = HyperDecoder(self.config)
+        self.side_models = nn.ModuleList(EntropyBottleneck(self.config.side_channels) for _ in range(k))
+        self.latent_model = GaussianConditional(scale_table())
+        # log-domain gains per layer: residual in, latent out/in, increment out
+        self.log_residual_gain = nn.Parameter(torch.arange(k, dtype=torch.float32) * math.log(RESIDUAL_GAIN_PER_LAYER))
+        self.scale_index_offset = nn.Parameter(torch.zeros(k, m))
+        self.log_latent_gain = nn.Parameter(torch.full((k, m), math.log(INITIAL_LATENT_GAIN)))
+        self.log_latent_inverse_gain = nn.Parameter(torch.full((k, m), -math.log(INITIAL_LATENT_GAIN)))
+        self.log_increment_gain = nn.Parameter(-self.log_residual_gain.detach().clone())
+
+    # -- the per-layer pieces, shared by training and coding -----------------
+
+    def initial_state(self, image: Tensor) -> RecurrentState:
+        return RecurrentState(reconstruction=torch.full_like(image, INITIAL_RECONSTRUCTION))
+
+    def analyse(self, image: Tensor, state: RecurrentState) -> Tensor:
+        """Encoder side: latents y_k of the current residual."""
+        k = state.layer
+        residual = (image - state.reconstruction) * self.log_residual_gain[k].exp()
+        latents, state.encoder = self.encoder(residual, state.encoder)
+        return latents * self.log_latent_gain[k].exp()[None, :, None, None]
+
+    def side_information(self, latents: Tensor, state: RecurrentState) -> Tensor:
+        side, state.hyper_encoder = self.hyper_encoder(latents, state.hyper_encoder)
+        return side
+
+    def entropy_parameters(
+        self, side_hat: Tensor, state: RecurrentState, exact_mode: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Scale index and mean for y_k. Updates the hyper-decoder state.
+
+        In exact mode everything here runs in float64 on the CPU and the
+        results stay there: they only feed the entropy coder.
+        """
+        if exact_mode:
+            side_hat = side_hat.cpu().double()
+        if state.hyper_decoder is None:
+            state.hyper_decoder = self.hyper_decoder.initial_state(side_hat, exact_mode)
+        previous = state.previous_latents
+        if previous is None:
+            n, _, h, w = state.hyper_decoder.shape
+            previous = state.hyper_decoder.new_zeros(n, self.config.latent_channels, h, w)
+        scale_index, means, state.hyper_decoder = self.hyper_decoder(
+            side_hat, previous, state.hyper_decoder, exact_mode
+        )
+        offset = exact.to_grid(self.scale_index_offset[state.layer], exact.ACTIVATION_BITS, SCALE_LEVELS, exact_mode)
+        if exact_mode:
+            offset = offset.cpu().double()
+        return scale_index + offset[None, :, None, None], means
+
+    @torch.no_grad()
+    def initialise_scales(self, images: Tensor) -> None:
+        """Data-dependent start: set each layer's per-channel scale offset so that
+        the predicted scale matches the latents' RMS on `images`.
+
+        Without this the entropy model starts with one scale for coefficients
+        whose sizes differ by two orders of magnitude, and the learning rate
+        moves the offsets by a thousandth of a level per step.
+        """
+        state = self.initial_state(images)
+        for k in range(self.config.layers):
+            latents = self.analyse(images, state)
+            side = self.side_information(latents, state)
+            scale_index, means = self.entropy_parameters(side, state, exact_mode=False)
+            rms = latents.square().mean(dim=(0, 2, 3)).sqrt().clamp_min(SCALE_MIN)
+            target = torch.log(rms / SCALE_MIN) / LOG_SCALE_STEP
+            self.scale_index_offset[k] += target - scale_index.mean(dim=(0, 2, 3))
+            self.synthesise(torch.round(latents - means) + means, state)
+
+    def synthesise(self, latents_hat: Tensor, state: RecurrentState) -> None:
+        """Decoder side: add layer k's increment to the reconstruction."""
+        k = state.layer
+        state.previous_latents = latents_hat
+        x = latents_hat.to(state.reconstruction) * self.log_latent_inverse_gain[k].exp()[None, :, None, None]
+        increment, state.decoder = self.decoder(x, state.decoder)
+        state.reconstruction = state.reconstruction + increment * self.log_increment_gain[k].exp()
+        state.layer = k + 1
+
+    # -- training ------------------------------------------------------------
+
+    def forward(self, image: Tensor, layers: int | None = None) -> list[LayerOutput]:
+        """Run `layers` iterations with training-time quantization.
+
+        Rates use additive uniform noise; the decoder and the hyper-decoder see
+        rounded values with a straight-through gradient.
+        """
+        layers = layers or self.config.layers
+        state = self.initial_state(image)
+        outputs: list[LayerOutput] = []
+        for k in range(layers):
+            latents = self.analyse(image, state)
+            side = self.side_information(latents, state)
+            _, side_likelihoods = self.side_models[k](side)
+            medians = self.side_models[k].quantiles[:, 0, 1].detach()[None, :, None, None]
+            side_hat = exact.round_ste(side - medians) + medians
+            scale_index, means = self.entropy_parameters(side_hat, state, exact_mode=False)
+            _, latent_likelihoods = self.latent_model(latents, scale_from_index(scale_index), means)
+            latents_hat = exact.round_ste(latents - means) + means
+            self.synthesise(latents_hat, state)
+            outputs.append(LayerOutput(state.reconstruction, latent_likelihoods, side_likelihoods))
+        return outputs
+
+    def auxiliary_loss(self) -> Tensor:
+        return sum(m.loss() for m in self.side_models)
+
+    def update(self, scale_table_values: list[float] | None = None, force: bool = False, **_: object) -> bool:
+        """Build the integer CDF tables the rANS coder uses (after training)."""
+        return super().update(scale_table=scale_table_values or scale_table(), force=force)
+
+
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    """The size the network runs at: a multiple of the side-information stride."""
+    return (-(-height // SIDE_STRIDE) * SIDE_STRIDE, -(-width // SIDE_STRIDE) * SIDE_STRIDE)
+
+
+def count_macs_per_pixel(model: ScalableCodec, size: int = 256) -> dict[str, float]:
+    """Multiply-accumulates per input pixel for one layer, by part."""
+    totals: dict[str, float] = {}
+
+    def hook_for(part: str):
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                k = module.kernel_size[0] * module.kernel_size[1]
+                macs = output.numel() * k * module.in_channels // module.groups
+            else:  # a lapped transform: one kernel-sized product per coefficient
+                coefficients = output if isinstance(module, LappedAnalysis) else inputs[0]
+                macs = coefficients.numel() * module.weight[0].numel()
+            totals[part] = totals.get(part, 0) + macs
+
+        return hook
+
+    handles = []
+    for part in ("encoder", "decoder", "hyper_encoder", "hyper_decoder"):
+        for module in getattr(model, part).modules():
+            if isinstance(module, (nn.Conv2d, LappedAnalysis, LappedSynthesis)):
+                handles.append(module.register_forward_hook(hook_for(part)))
+    with torch.no_grad():
+        model(torch.rand(1, 3, size, size), layers=1)
+    for handle in handles:
+        handle.remove()
+    return {part: macs / (size * size) for part, macs in totals.items()}

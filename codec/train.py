@@ -1,0 +1,244 @@
+"""Training: Σ_k [R_≤k + λ_k·D_k] over the layers, resumable at any point.
+
+The same script runs on the CPU and on a GPU and writes the same checkpoint
+format, so runs on either continue each other. A checkpoint holds the model,
+both optimizers, the step, the sampler's random state and the wall time spent.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim
+from torch import Tensor
+from tqdm import tqdm
+
+from codec.data import CropSampler, center_crops, list_images
+from codec.model import CodecConfig, LayerOutput, ScalableCodec
+
+# Log-gains are a handful of scalars that must move by whole octaves early on.
+GAIN_LR_SCALE = 10.0
+VALIDATION_IMAGES = ("kodim01.png", "kodim07.png", "kodim14.png", "kodim23.png")
+
+
+@dataclass
+class TrainSettings:
+    crops: Path
+    checkpoint: Path
+    log: Path
+    steps: int = 100_000
+    batch: int = 8
+    crop_size: int = 128
+    learning_rate: float = 1e-4
+    layers: int | None = None
+    objective: str = "mse"
+    device: str = "cpu"
+    checkpoint_minutes: float = 10.0
+    validate_every: int = 250
+    validation_dir: Path | None = None
+    seed: int = 0
+    config: CodecConfig | None = None
+    lambdas: tuple[float, ...] | None = None
+
+
+def distortion(reconstruction: Tensor, image: Tensor, objective: str) -> Tensor:
+    """MSE on the 0..255 scale, or 1 - MS-SSIM."""
+    if objective == "mse":
+        return (reconstruction - image).square().mean() * 255.0**2
+    return 1.0 - ms_ssim(reconstruction.clamp(0, 1), image, data_range=1.0)
+
+
+def layer_rates(outputs: list[LayerOutput], pixels: int) -> list[Tensor]:
+    """Bits per pixel of each layer (latents + side information)."""
+    return [
+        (o.latent_likelihoods.log2().sum() + o.side_likelihoods.log2().sum()).neg() / pixels
+        for o in outputs
+    ]
+
+
+def rate_distortion_loss(
+    outputs: list[LayerOutput], image: Tensor, lambdas: tuple[float, ...], objective: str
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The paper's loss, averaged over layers: Σ_k [Σ_{j≤k} R_j + λ_k·D_k] / K."""
+    pixels = image.shape[0] * image.shape[2] * image.shape[3]
+    rates = layer_rates(outputs, pixels)
+    distortions = [distortion(o.reconstruction, image, objective) for o in outputs]
+    loss = image.new_zeros(())
+    cumulative = image.new_zeros(())
+    for rate, dist, lam in zip(rates, distortions, lambdas):
+        cumulative = cumulative + rate
+        loss = loss + cumulative + lam * dist
+    return loss / len(outputs), rates, distortions
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+class Trainer:
+    """Owns the model, optimizers and data for one resumable training run."""
+
+    def __init__(self, settings: TrainSettings) -> None:
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        torch.manual_seed(settings.seed)
+        self.step = 0
+        self.elapsed = 0.0
+        config = settings.config or CodecConfig()
+        saved = torch.load(settings.checkpoint, map_location="cpu", weights_only=False) if settings.checkpoint.exists() else None
+        if saved is not None:
+            config = CodecConfig.from_dict(saved["config"])
+        if settings.lambdas is not None:
+            config = CodecConfig.from_dict({**config.to_dict(), "lambdas": settings.lambdas})
+        self.model = ScalableCodec(config).to(self.device)
+        gains, main, aux = self._parameter_groups()
+        self.optimizer = torch.optim.Adam(
+            [{"params": main, "lr_scale": 1.0}, {"params": gains, "lr_scale": GAIN_LR_SCALE}],
+            lr=settings.learning_rate,
+        )
+        self._set_learning_rate(settings.learning_rate)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
+        self.sampler = CropSampler(np.load(settings.crops, mmap_mode="r"), settings.crop_size, settings.seed)
+        if saved is not None:
+            self._restore(saved)
+        else:
+            self.model.initialise_scales(self.sampler.batch(4 * settings.batch).to(self.device))
+        self.validation = None
+        if settings.validation_dir is not None:
+            paths = [settings.validation_dir / name for name in VALIDATION_IMAGES]
+            self.validation = center_crops([p for p in paths if p.exists()], 256).to(self.device)
+        self._stop_requested = False
+
+    def _parameter_groups(self) -> tuple[list, list, list]:
+        """Per-layer log-gains, other network weights, entropy-bottleneck quantiles."""
+        gains, main, aux = [], [], []
+        for name, parameter in self.model.named_parameters():
+            if name.endswith("quantiles"):
+                aux.append(parameter)
+            elif name.startswith("log_") or name == "scale_index_offset":
+                gains.append(parameter)
+            else:
+                main.append(parameter)
+        return gains, main, aux
+
+    def _set_learning_rate(self, learning_rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate * group["lr_scale"]
+
+    def _restore(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.aux_optimizer.load_state_dict(saved["aux_optimizer"])
+        self.sampler.restore(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.step = saved["step"]
+        self.elapsed = saved["elapsed"]
+        self._set_learning_rate(self.settings.learning_rate)
+
+    def save(self) -> None:
+        state = {
+            "config": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "sampler": self.sampler.state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+        }
+        path = self.settings.checkpoint
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        temporary.replace(path)
+
+    def train_step(self) -> dict:
+        s = self.settings
+        self.model.train()
+        image = self.sampler.batch(s.batch).to(self.device)
+        outputs = self.model(image, s.layers)
+        lambdas = self.model.config.lambdas
+        loss, rates, distortions = rate_distortion_loss(outputs, image, lambdas, s.objective)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.optimizer.step()
+        aux = self.model.auxiliary_loss()
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        aux.backward()
+        self.aux_optimizer.step()
+        return {"loss": loss.item(), "bpp": sum(r.item() for r in rates), "aux": aux.item()}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Estimated bpp and PSNR per layer on the fixed validation crops."""
+        self.model.eval()
+        outputs = self.model(self.validation)
+        pixels = self.validation.shape[0] * self.validation.shape[2] * self.validation.shape[3]
+        rates = layer_rates(outputs, pixels)
+        row, cumulative = {}, 0.0
+        for k, (rate, out) in enumerate(zip(rates, outputs), start=1):
+            cumulative += rate.item()
+            mse = (out.reconstruction.clamp(0, 1) - self.validation).square().mean().item() * 255.0**2
+            row[f"bpp{k}"] = round(cumulative, 4)
+            row[f"psnr{k}"] = round(psnr_from_mse(mse), 3)
+        return row
+
+    def _log(self, row: dict) -> None:
+        path = self.settings.log
+        new = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def request_stop(self, *_: object) -> None:
+        self._stop_requested = True
+
+    def run(self) -> None:
+        s = self.settings
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+        last_save = time.monotonic()
+        running: dict[str, float] = {}
+        bar = tqdm(total=s.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        while self.step < s.steps and not self._stop_requested:
+            started = time.monotonic()
+            stats = self.train_step()
+            self.step += 1
+            self.elapsed += time.monotonic() - started
+            for key, value in stats.items():
+                running[key] = 0.98 * running.get(key, value) + 0.02 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}")
+            if self.validation is not None and self.step % s.validate_every == 0:
+                row = {"step": self.step, "seconds": round(self.elapsed, 1), "loss": round(running["loss"], 4)}
+                row.update(self.validate())
+                self._log(row)
+                bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
+            if time.monotonic() - last_save > s.checkpoint_minutes * 60:
+                self.save()
+                last_save = time.monotonic()
+        self.save()
+        bar.close()
+
+
+def export_weights(checkpoint: Path, output: Path) -> Path:
+    """Strip a checkpoint to the model and its coding tables (a weights file)."""
+    from codec.api import save_weights
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = ScalableCodec(CodecConfig.from_dict(saved["config"]))
+    model.load_state_dict(saved["model"])
+    info = {"steps": saved["step"], "training_seconds": round(saved["elapsed"], 1)}
+    save_weights(model, output, info)
+    return output

@@ -1,0 +1,1 @@
+"""Progressive-decoding image service (FastAPI)."""
