@@ -1,11 +1,11 @@
 """Command line: argument parsing only; every command calls into the library.
 
-    python -m codec compress IN.png OUT.bin [--weights PATH] [--layers N]
-    python -m codec decompress IN.bin OUT.png [--layers N] [--weights PATH]
-    python -m codec info IN.bin
-    python -m codec train --crops .cache/crops-256.npy ...
-    python -m codec eval DIR [--out results/]
-    python -m codec fetch URL OUT.png [--layers N | --bytes B | --psnr-target DB] [--via range|ws] [--each]
+python -m codec compress IN.png OUT.bin [--weights PATH] [--layers N]
+python -m codec decompress IN.bin OUT.png [--layers N] [--weights PATH]
+python -m codec info IN.bin
+python -m codec train --crops .cache/crops-256.npy ...
+python -m codec eval DIR [--out results/]
+python -m codec fetch URL OUT.png [--layers N | --bytes B | --psnr-target DB] [--via range|ws] [--each]
 """
 
 from __future__ import annotations

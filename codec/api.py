@@ -1,10 +1,10 @@
 """The codec as a library: `encode`, `Decoder` and `load_model`.
 
-    model = load_model()                    # weights/codec.pt
-    data = encode("photo.png", model)       # one layered bitstream
-    decoder = Decoder(data[:n], model)      # any prefix of it
-    pixels = decoder.decode(2)              # (H, W, 3) uint8 from 2 layers
-    decoder.feed(data[n:]); decoder.decode()  # one more RNN step per layer
+model = load_model()                    # weights/codec.pt
+data = encode("photo.png", model)       # one layered bitstream
+decoder = Decoder(data[:n], model)      # any prefix of it
+pixels = decoder.decode(2)              # (H, W, 3) uint8 from 2 layers
+decoder.feed(data[n:]); decoder.decode()  # one more RNN step per layer
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     path = Path(path) if path is not None else default_weights_path()
     if not path.exists():
         raise WeightsError(
-            f"no trained weights at {path}: train with `python -m codec train` "
-            "and export them, or pass --weights"
+            f"no trained weights at {path}: train with `python -m codec train` and export them, or pass --weights"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -117,9 +116,7 @@ def _image_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def encode(
-    image: np.ndarray | bytes | str | Path, model: ScalableCodec, layers: int | None = None
-) -> bytes:
+def encode(image: np.ndarray | bytes | str | Path, model: ScalableCodec, layers: int | None = None) -> bytes:
     """Encode an image (path, file bytes or RGB array) into a layered container."""
     layers = model.config.layers if layers is None else layers
     if not 1 <= layers <= model.config.layers:

@@ -163,9 +163,7 @@ def layer_payload(header: ContainerHeader, data: bytes, index: int) -> bytes:
     """The verified bytes of layer `index` (from 1) out of `data`."""
     entry = header.layers[index - 1]
     if len(data) < entry.end:
-        raise TruncatedLayerError(
-            f"layer {index} needs bytes up to {entry.end}, only {len(data)} present"
-        )
+        raise TruncatedLayerError(f"layer {index} needs bytes up to {entry.end}, only {len(data)} present")
     payload = bytes(data[entry.offset : entry.end])
     if zlib.crc32(payload) != entry.crc32:
         raise ChecksumError(f"layer {index} fails its CRC32 check")

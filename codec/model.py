@@ -73,7 +73,7 @@ class CodecConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CodecConfig":
+    def from_dict(cls, data: dict) -> CodecConfig:
         data = dict(data)
         data["lambdas"] = tuple(data["lambdas"])
         return cls(**data)
@@ -273,9 +273,7 @@ class ScalableCodec(CompressionModel):
         side, state.hyper_encoder = self.hyper_encoder(latents, state.hyper_encoder)
         return side
 
-    def entropy_parameters(
-        self, side_hat: Tensor, state: RecurrentState, exact_mode: bool
-    ) -> tuple[Tensor, Tensor]:
+    def entropy_parameters(self, side_hat: Tensor, state: RecurrentState, exact_mode: bool) -> tuple[Tensor, Tensor]:
         """Scale index and mean for y_k. Updates the hyper-decoder state.
 
         In exact mode everything here runs in float64 on the CPU and the

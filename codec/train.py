@@ -20,7 +20,7 @@ from pytorch_msssim import ms_ssim
 from torch import Tensor
 from tqdm import tqdm
 
-from codec.data import CropSampler, center_crops, list_images
+from codec.data import CropSampler, center_crops
 from codec.model import CodecConfig, LayerOutput, ScalableCodec
 
 # Log-gains are a handful of scalars that must move by whole octaves early on.
@@ -57,10 +57,7 @@ def distortion(reconstruction: Tensor, image: Tensor, objective: str) -> Tensor:
 
 def layer_rates(outputs: list[LayerOutput], pixels: int) -> list[Tensor]:
     """Bits per pixel of each layer (latents + side information)."""
-    return [
-        (o.latent_likelihoods.log2().sum() + o.side_likelihoods.log2().sum()).neg() / pixels
-        for o in outputs
-    ]
+    return [(o.latent_likelihoods.log2().sum() + o.side_likelihoods.log2().sum()).neg() / pixels for o in outputs]
 
 
 def rate_distortion_loss(
@@ -92,7 +89,11 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         config = settings.config or CodecConfig()
-        saved = torch.load(settings.checkpoint, map_location="cpu", weights_only=False) if settings.checkpoint.exists() else None
+        saved = (
+            torch.load(settings.checkpoint, map_location="cpu", weights_only=False)
+            if settings.checkpoint.exists()
+            else None
+        )
         if saved is not None:
             config = CodecConfig.from_dict(saved["config"])
         if settings.lambdas is not None:

@@ -1,0 +1,196 @@
+"""`create_app(settings)`: the FastAPI app, whose lifespan loads the codec once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from codec.errors import CodecError
+from server import errors, routes, ws
+from server.config import Settings
+from server.decoders import Reconstructions
+from server.errors import error_body
+from server.jobs import ModelPool
+from server.metrics import MetricsMiddleware
+from server.service import Service
+from server.storage import Storage, StorageError
+
+log = logging.getLogger("server")
+
+EXPOSED_HEADERS = ["Content-Range", "ETag", "Accept-Ranges", "Content-Length", "Retry-After", "Location", "X-Layers"]
+MULTIPART_ALLOWANCE = 64 * 1024  # boundaries and part headers around the file
+DECODER_PIXELS = 64_000_000
+
+DESCRIPTION = """
+Stores every uploaded image once as a layered bitstream (a container whose every
+prefix ending at a layer boundary is itself a valid file) and delivers it
+progressively: HTTP byte ranges, decoded pictures, or a WebSocket stream at
+`/ws/image/{id}` (protocol in docs/server.md). Every error answers
+`{"error": {"code", "message"}}`.
+"""
+
+
+def choose_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _load(service: Service) -> None:
+    """Blocking start-up work: torch settings, the model, the storage."""
+    import torch
+
+    from codec.api import load_model
+
+    settings = service.settings
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    service.device = choose_device(settings.device)
+    model = load_model(settings.weights, service.device)
+    log.info(
+        "codec model %s (%s, %d layers) on %s",
+        model.model_id.hex(),
+        "trained" if model.trained else "UNTRAINED",
+        model.config.layers,
+        service.device,
+    )
+    storage = Storage.local(settings.data_dir)
+    swept = storage.sweep()
+    if swept:
+        log.info("removed %d orphaned files from %s", swept, settings.data_dir)
+    log.info("data in %s: %d images", settings.data_dir.resolve(), storage.count())
+    service.storage = storage
+    service.model = model
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    settings = service.settings
+    try:
+        await run_in_threadpool(_load, service)
+    except (CodecError, StorageError) as error:  # a clear line in the log, then uvicorn exits
+        log.error("cannot start: %s", error)
+        raise
+    assert service.storage is not None
+    service.pool = ModelPool(settings.workers, settings.queue_size, settings.retry_after, service.metrics)
+    service.reconstructions = Reconstructions(
+        service.model,
+        service.storage,
+        service.pool,
+        service.metrics,
+        settings.decoder_cache,
+        DECODER_PIXELS,
+        settings.picture_cache_bytes,
+    )
+    try:
+        yield
+    finally:
+        pool, storage = service.pool, service.storage
+        service.model = service.pool = service.reconstructions = None
+        pool.shutdown()
+        storage.close()
+        service.storage = None
+
+
+class UploadLimit:
+    """413 for a POST /encode whose body exceeds the upload limit, before it is parsed or buffered."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.upload_bytes = max_bytes
+        self.max_bytes = max_bytes + MULTIPART_ALLOWANCE
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return  # whatever the framework made of the error, the answer is our 413
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(error_body("upload_too_large", f"uploads are limited to {self.upload_bytes} bytes")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Scalable codec progressive-decoding service",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = Service(settings)
+    errors.install(app)
+    app.include_router(routes.router)
+    app.include_router(ws.router)
+    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Range", "If-Range", "If-None-Match", "If-Match", "Content-Type"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.service.metrics)
+    return app

@@ -1,0 +1,97 @@
+"""Settings of the service, from the environment (prefix `CODEC_SERVER_`) or `python -m server` flags.
+
+Every field is documented in docs/server.md; keep that table in step with this class.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CODEC_SERVER_"
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+
+
+def default_static_dir() -> Path:
+    """static/ beside the package (a checkout), else where `pip install` put the data files."""
+    beside = Path(__file__).resolve().parent.parent / "static"
+    installed = Path(sys.prefix) / "share" / "scalable-rnn-codec" / "static"
+    return beside if beside.is_dir() or not installed.is_dir() else installed
+
+
+class Settings(BaseSettings):
+    """One instance configures one app; `create_app(settings)` never reads the environment itself."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    # where and what
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    data_dir: Path = Field(Path("data"), description="bitstreams and the SQLite index live here")
+    weights: Path | None = Field(None, description="weights file; default: $CODEC_WEIGHTS or weights/codec.pt")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU")
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
+    static_dir: Path = Field(default_factory=default_static_dir, description="the viewer's files")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+
+    # access
+    write_key: SecretStr | None = Field(None, description="Bearer key for POST /encode and DELETE; unset: open")
+    read_key: SecretStr | None = Field(None, description="Bearer key for reads; unset: reads are public")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma separated")
+    list_enabled: bool = Field(True, description="GET /images answers 403 when false")
+
+    # model work
+    workers: int = Field(1, ge=1, le=64, description="threads running model jobs")
+    queue_size: int = Field(8, ge=0, le=10_000, description="jobs that may wait for a worker; more: 429")
+    retry_after: int = Field(2, ge=1, description="seconds, in Retry-After of a 429")
+
+    # limits
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="413 above this")
+    max_pixels: int = Field(16_000_000, ge=1, le=64_000_000, description="413 above width*height")
+    allowed_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(IMAGE_FORMATS), description="Pillow format names, comma separated; else 415"
+    )
+    max_ranges: int = Field(16, ge=1, le=1000, description="more ranges in one Range header: 416")
+    list_page_size: int = Field(50, ge=1, description="default page of GET /images")
+    list_max_page_size: int = Field(500, ge=1, description="largest ?limit= of GET /images")
+
+    # caches
+    decoder_cache: int = Field(16, ge=0, description="incremental decoders kept (LRU, per image)")
+    picture_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="encoded reconstructions kept (LRU)")
+
+    # WebSocket
+    ws_max_streams: int = Field(64, ge=1, description="concurrent streams; more are closed with 4429")
+    ws_send_timeout: float = Field(10.0, gt=0, description="seconds one send may wait for a slow client")
+    ws_idle_timeout: float = Field(60.0, gt=0, description="seconds a stream may wait for credit; then close 4408")
+    ws_initial_credit: int = Field(0, ge=0, le=255, description="layers sent before the client grants any")
+    ws_max_message_bytes: int = Field(4096, ge=128, description="largest client message; more: close 1009")
+    socket_send_buffer: int | None = Field(
+        None, ge=4096, description="SO_SNDBUF of every connection (bytes); unset: the OS autotunes it"
+    )
+    shutdown_timeout: int = Field(5, ge=0, description="seconds open connections get on shutdown")
+
+    @field_validator("cors_origins", "allowed_formats", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        upper = [name.upper() for name in value]
+        unknown = sorted(set(upper) - set(IMAGE_FORMATS))
+        if unknown:
+            raise ValueError(f"unknown formats {unknown}; choose from {list(IMAGE_FORMATS)}")
+        return upper
+
+    @model_validator(mode="after")
+    def _pages(self) -> Settings:
+        if self.list_page_size > self.list_max_page_size:
+            raise ValueError("list_page_size must not exceed list_max_page_size")
+        return self

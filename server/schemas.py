@@ -1,0 +1,140 @@
+"""The JSON documents of the API (response models for OpenAPI) and how they are built."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+from server.storage import StoredImage
+
+PROTOCOL_VERSION = 1
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, see docs/server.md")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class LayerInfo(BaseModel):
+    index: int = Field(description="1-based layer number")
+    offset: int = Field(description="first byte of this layer in the bitstream")
+    size: int = Field(description="bytes of this layer")
+    end: int = Field(description="byte after this layer: `Range: bytes=0-(end-1)` holds layers 1..index")
+    bytes: int = Field(description="same as size")
+    cumulative_bytes: int = Field(description="bytes needed to decode layers 1..index, header included (= end)")
+    bpp: float = Field(description="cumulative bits per pixel: cumulative_bytes * 8 / (width * height)")
+    psnr: float | None = Field(description="dB of the reconstruction from layers 1..index (measured at upload)")
+    crc32: int
+
+
+class ImageUrls(BaseModel):
+    info: str
+    image: str = Field(description="reconstruction; add ?layers=n&format=png|webp|jpeg")
+    bitstream: str = Field(description="the container, with byte ranges")
+    websocket: str = Field(description="path of the WebSocket stream (use ws:// or wss://)")
+    viewer: str
+
+
+class ImageInfo(BaseModel):
+    id: str
+    width: int
+    height: int
+    model: str = Field(description="hex id of the weights that wrote (and can read) the bitstream")
+    source_format: str
+    bytes: int = Field(description="size of the whole bitstream")
+    header_bytes: int = Field(description="bytes of the container header (layer table included)")
+    etag: str
+    created: str = Field(description="ISO 8601, UTC")
+    layers: list[LayerInfo]
+    urls: ImageUrls
+
+
+class ImageSummary(BaseModel):
+    id: str
+    width: int
+    height: int
+    model: str
+    bytes: int
+    layer_count: int
+    created: str
+    urls: ImageUrls
+
+
+class ImagePage(BaseModel):
+    images: list[ImageSummary]
+    count: int = Field(description="images stored in all")
+    next: str | None = Field(description="URL of the next (older) page, or null")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    model: str
+    trained: bool
+    device: str
+    layers: int
+
+
+def urls(image_id: str, root: str = "") -> ImageUrls:
+    return ImageUrls(
+        info=f"{root}/image/{image_id}/info",
+        image=f"{root}/image/{image_id}",
+        bitstream=f"{root}/image/{image_id}/bitstream",
+        websocket=f"{root}/ws/image/{image_id}",
+        viewer=f"{root}/?id={image_id}",
+    )
+
+
+def _created(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def info_document(image: StoredImage, root: str = "") -> ImageInfo:
+    pixels = image.width * image.height
+    return ImageInfo(
+        id=image.id,
+        width=image.width,
+        height=image.height,
+        model=image.model,
+        source_format=image.source_format,
+        bytes=image.total_bytes,
+        header_bytes=image.header_bytes,
+        etag=image.etag,
+        created=_created(image.created),
+        layers=[
+            LayerInfo(
+                index=layer.index,
+                offset=layer.offset,
+                size=layer.size,
+                end=layer.end,
+                bytes=layer.size,
+                cumulative_bytes=layer.end,
+                bpp=round(layer.end * 8 / pixels, 5),
+                psnr=layer.psnr,
+                crc32=layer.crc32,
+            )
+            for layer in image.layers
+        ],
+        urls=urls(image.id, root),
+    )
+
+
+def summary(image: StoredImage, root: str = "") -> ImageSummary:
+    return ImageSummary(
+        id=image.id,
+        width=image.width,
+        height=image.height,
+        model=image.model,
+        bytes=image.total_bytes,
+        layer_count=image.layer_count,
+        created=_created(image.created),
+        urls=urls(image.id, root),
+    )

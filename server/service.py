@@ -1,0 +1,84 @@
+"""What one running app holds (model, storage, pool, caches), and the access checks routes depend on."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.requests import HTTPConnection
+
+from server.config import Settings
+from server.decoders import Reconstructions
+from server.errors import ApiError
+from server.jobs import ModelPool
+from server.metrics import Metrics
+from server.storage import Storage
+
+if TYPE_CHECKING:
+    from codec.model import ScalableCodec
+
+
+@dataclass
+class Service:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    model: ScalableCodec | None = None
+    device: str = "cpu"
+    storage: Storage | None = None
+    pool: ModelPool | None = None
+    reconstructions: Reconstructions | None = None
+    streams: int = 0  # open WebSocket streams
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and self.storage is not None and self.pool is not None
+
+    def parts(self) -> tuple[ScalableCodec, Storage, ModelPool, Reconstructions]:
+        if self.model is None or self.storage is None or self.pool is None or self.reconstructions is None:
+            raise ApiError(503, "not_ready", "the service is starting or stopping")
+        return self.model, self.storage, self.pool, self.reconstructions
+
+
+def get_service(connection: HTTPConnection) -> Service:
+    return connection.app.state.service
+
+
+def _bearer(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def _matches(token: str | None, *keys: object) -> bool:
+    return token is not None and any(
+        key is not None and hmac.compare_digest(token.encode(), key.get_secret_value().encode())  # type: ignore[attr-defined]
+        for key in keys
+    )
+
+
+def _refuse(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="codec-server"'})
+
+
+def require_write(connection: HTTPConnection) -> None:
+    """POST /encode and DELETE: `Authorization: Bearer <write_key>` when a write key is set."""
+    settings = get_service(connection).settings
+    if settings.write_key is not None and not _matches(_bearer(connection), settings.write_key):
+        raise _refuse("this request needs the write key: Authorization: Bearer <key>")
+
+
+def read_allowed(connection: HTTPConnection, query_key: str | None = None) -> bool:
+    settings = get_service(connection).settings
+    if settings.read_key is None:
+        return True
+    return _matches(_bearer(connection) or query_key, settings.read_key, settings.write_key)
+
+
+def require_read(connection: HTTPConnection) -> None:
+    """Reads are public unless a read key is set; then the read key or the write key is needed."""
+    if not read_allowed(connection):
+        raise _refuse("this request needs the read key: Authorization: Bearer <key>")

@@ -1,0 +1,293 @@
+"""The WebSocket stream of one image, layer by layer, with credit-based flow control.
+
+Protocol 1 (full text in docs/server.md):
+
+    server -> text   {"type": "info", "protocol": 1, ...info document..., "previews": fmt|null, "credit": n}
+    server -> binary the container header (bytes 0 .. header_bytes)
+    client -> text   {"type": "credit", "layers": k}    allow k more layers
+    client -> text   {"type": "request", "layer": n}    allow every layer up to n
+    server -> binary layer i's bytes, i = 1, 2, ... while credit lasts
+    server -> text   {"type": "preview", "layer": i, "format": f, "bytes": b}   (only with ?previews=f)
+    server -> binary the preview picture
+    server -> text   {"type": "done", "layers": L, "bytes": total}, then close 1000
+
+Every binary message that does not directly follow a `preview` text message is
+bitstream; those concatenated are the container. Each send is awaited with a
+timeout, so a client that stops reading costs the server at most one message
+plus the transport's write buffer, and is dropped after `ws_send_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from codec.container import parse_header
+from codec.errors import CodecError
+from server.decoders import PICTURE_FORMATS
+from server.errors import as_api_error
+from server.jobs import PoolBusy
+from server.schemas import PROTOCOL_VERSION, info_document
+from server.service import Service, get_service, read_allowed
+from server.storage import StorageError, StoredImage, valid_id
+
+router = APIRouter()
+log = logging.getLogger("server.ws")
+
+NORMAL = 1000
+UNSUPPORTED_DATA = 1003
+POLICY = 1008
+TOO_BIG = 1009
+SERVER_ERROR = 1011
+TRY_LATER = 1013
+UNAUTHORIZED = 4401
+UNKNOWN_IMAGE = 4404
+IDLE = 4408
+TOO_MANY_STREAMS = 4429
+CLOSE_GRACE = 1.0
+
+
+class Close(Exception):
+    """End the stream with this close code."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]
+
+
+class SendTimeout(Exception):
+    """The client stopped reading."""
+
+
+@dataclass
+class Flow:
+    """How many layers the client allows; changed by the receiver, awaited by the sender."""
+
+    allowed: int
+    layer_count: int
+
+    def __post_init__(self) -> None:
+        self.changed = asyncio.Event()
+        self.allowed = min(self.allowed, self.layer_count)
+
+    def grant(self, layers: int) -> None:
+        self.allowed = min(self.layer_count, self.allowed + layers)
+        self.changed.set()
+
+    def request(self, layer: int) -> None:
+        self.allowed = max(self.allowed, layer)
+        self.changed.set()
+
+
+def _int(value: object, low: int, high: int) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return value
+    return None
+
+
+def _query_int(text: str | None, default: int) -> int | None:
+    if text is None:
+        return default
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None
+
+
+@router.websocket("/ws/image/{image_id}")
+async def stream_image(websocket: WebSocket, image_id: str) -> None:
+    """Query: `previews=png|webp|jpeg` (optional), `credit=N` (initial credit), `key=` (read key, if set)."""
+    service = get_service(websocket)
+    await websocket.accept()
+    query = websocket.query_params
+    try:
+        if not read_allowed(websocket, query.get("key")):
+            raise Close(UNAUTHORIZED, "read key required")
+        previews = query.get("previews")
+        if previews is not None and previews not in PICTURE_FORMATS:
+            raise Close(POLICY, "previews must be png, webp or jpeg")
+        credit = _query_int(query.get("credit"), service.settings.ws_initial_credit)
+        if credit is None or credit > 255:
+            raise Close(POLICY, "credit must be an integer 0..255")
+        if service.streams >= service.settings.ws_max_streams:
+            service.metrics.ws_rejected.inc()
+            raise Close(TOO_MANY_STREAMS, "too many streams; retry later")
+        storage = service.storage
+        if storage is None or service.reconstructions is None:
+            raise Close(TRY_LATER, "not ready")
+        try:
+            image = await asyncio.to_thread(storage.get, image_id) if valid_id(image_id) else None
+        except StorageError:
+            raise Close(SERVER_ERROR, "storage_unavailable") from None
+        if image is None:
+            raise Close(UNKNOWN_IMAGE, "no image with this id")
+    except Close as close:
+        await _close(websocket, close.code, close.reason)
+        return
+
+    service.streams += 1
+    service.metrics.ws_streams.set(service.streams)
+    try:
+        await Stream(service, websocket, image, previews, credit).run()
+    finally:
+        service.streams -= 1
+        service.metrics.ws_streams.set(service.streams)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code, reason), CLOSE_GRACE)
+
+
+class Stream:
+    def __init__(
+        self, service: Service, websocket: WebSocket, image: StoredImage, previews: str | None, credit: int
+    ) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.websocket = websocket
+        self.image = image
+        self.previews = previews
+        self.flow = Flow(credit, image.layer_count)
+        self.disconnected = False
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_all())
+        receiver = asyncio.create_task(self._receive_all())
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this task is cancelled (shutdown): never leave the pair running
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.wait({sender, receiver})
+        first = sender if sender in done else receiver
+        outcome = first.exception() if not first.cancelled() else None
+        if self.disconnected and not isinstance(outcome, Close):
+            return
+        if outcome is None:
+            await _close(self.websocket, NORMAL, "done")
+        elif isinstance(outcome, Close):
+            await _close(self.websocket, outcome.code, outcome.reason)
+        elif isinstance(outcome, SendTimeout):
+            self.service.metrics.ws_send_timeouts.inc()
+            log.info("dropping a WebSocket client that stopped reading (%s)", self.image.id)
+            await _close(self.websocket, POLICY, "send timeout: the client stopped reading")
+        elif isinstance(outcome, WebSocketDisconnect | OSError):
+            return
+        else:
+            log.error("WebSocket stream of %s failed", self.image.id, exc_info=outcome)
+            await _close(self.websocket, SERVER_ERROR, "server error")
+
+    async def _send(self, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes):
+                await asyncio.wait_for(self.websocket.send_bytes(message), self.settings.ws_send_timeout)
+            else:
+                await asyncio.wait_for(self.websocket.send_text(message), self.settings.ws_send_timeout)
+        except TimeoutError as error:
+            raise SendTimeout() from error
+        self.service.metrics.ws_bytes.inc(len(message))
+
+    async def _read(self, start: int, end: int) -> bytes:
+        storage = self.service.storage
+        assert storage is not None
+        try:
+            data = await asyncio.to_thread(storage.read, self.image, start, end)
+        except StorageError as error:
+            raise Close(SERVER_ERROR, "storage_unavailable") from error
+        if len(data) != end - start:
+            raise Close(SERVER_ERROR, "corrupt_bitstream")
+        return data
+
+    async def _send_all(self) -> None:
+        image = self.image
+        document = info_document(image, self.websocket.scope.get("root_path", "")).model_dump()
+        info = {"type": "info", "protocol": PROTOCOL_VERSION, **document, "previews": self.previews}
+        info["credit"] = self.flow.allowed
+        await self._send(json.dumps(info))
+        header = await self._read(0, image.header_bytes)
+        try:
+            parse_header(header)
+        except CodecError as error:
+            raise Close(SERVER_ERROR, "corrupt_bitstream") from error
+        await self._send(header)
+        for layer in image.layers:
+            while self.flow.allowed < layer.index:
+                self.flow.changed.clear()
+                try:
+                    await asyncio.wait_for(self.flow.changed.wait(), self.settings.ws_idle_timeout)
+                except TimeoutError:
+                    raise Close(IDLE, "idle: no credit granted") from None
+            payload = await self._read(layer.offset, layer.end)
+            if zlib.crc32(payload) != layer.crc32:
+                raise Close(SERVER_ERROR, "corrupt_bitstream")
+            await self._send(payload)
+            del payload
+            if self.previews:
+                await self._send_preview(layer.index)
+        await self._send(json.dumps({"type": "done", "layers": image.layer_count, "bytes": image.total_bytes}))
+
+    async def _send_preview(self, layer: int) -> None:
+        reconstructions = self.service.reconstructions
+        assert reconstructions is not None and self.previews is not None
+        try:
+            picture = await reconstructions.picture(
+                self.image, layer, self.previews, wait=self.settings.ws_send_timeout
+            )
+        except PoolBusy:
+            raise Close(TRY_LATER, "busy: previews cannot be made now") from None
+        except Exception as error:
+            mapped = as_api_error(error)
+            if mapped is None:
+                raise
+            raise Close(SERVER_ERROR, mapped.code) from error
+        announce = {
+            "type": "preview",
+            "layer": layer,
+            "format": self.previews,
+            "mime": PICTURE_FORMATS[self.previews][1],
+            "bytes": len(picture),
+        }
+        await self._send(json.dumps(announce))
+        await self._send(picture)
+
+    async def _receive_all(self) -> None:
+        """Read client messages until it disconnects; a bad message ends the stream with Close."""
+        limit = self.settings.ws_max_message_bytes
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                self.disconnected = True
+                return
+            if message.get("bytes") is not None:
+                raise Close(UNSUPPORTED_DATA, "binary messages are not accepted")
+            text = message.get("text") or ""
+            if len(text) > limit:
+                raise Close(TOO_BIG, f"messages are limited to {limit} bytes")
+            self._handle(text)
+
+    def _handle(self, text: str) -> None:
+        try:
+            request = json.loads(text)
+        except ValueError:
+            raise Close(POLICY, "messages must be JSON objects") from None
+        if not isinstance(request, dict):
+            raise Close(POLICY, "messages must be JSON objects")
+        kind = request.get("type")
+        if kind == "credit":
+            layers = _int(request.get("layers"), 1, 255)
+            if layers is None:
+                raise Close(POLICY, "credit needs an integer `layers` in 1..255")
+            self.flow.grant(layers)
+        elif kind == "request":
+            layer = _int(request.get("layer"), 1, self.image.layer_count)
+            if layer is None:
+                raise Close(POLICY, f"request needs an integer `layer` in 1..{self.image.layer_count}")
+            self.flow.request(layer)
+        else:
+            raise Close(POLICY, "unknown message type; use credit or request")

@@ -1,0 +1,165 @@
+"""Helpers that run the real service: `python -m server` under uvicorn on a free loopback port.
+
+`ServerFactory.start(env)` starts one and waits for /ready; `make_image` and
+`upload` make and send test pictures. The fixtures of conftest.py, reusable by
+client and browser tests:
+
+* `weights_path`   (session) a weights file of an untrained model, written once
+* `server_factory` (session) `server_factory.start(env={...}, data_dir=...)` -> `RunningServer`;
+                   every server it started is stopped at the end of the session
+* `server`         (session) the shared server (settings in `SHARED_ENV`: a write key, a small pool, ...)
+* `base_url`, `ws_base`     its http:// and ws:// roots
+* `client`         (session) `httpx.Client` on `base_url`, no credentials
+* `writer`         (session) `httpx.Client` on `base_url` that sends the write key
+* `uploaded`       (session) the info document of a 48x40 PNG stored on `server`
+* `codec_model`    (session) the same weights loaded in the test process, to decode bitstreams
+* `make_image(width, height, format="PNG", noise=False) -> bytes`
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+WRITE_KEY = "test-write-key"
+READY_TIMEOUT = 240.0  # the machine is shared with a training run: start-up can be slow
+SHARED_ENV = {
+    "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
+    "CODEC_SERVER_WORKERS": "1",
+    "CODEC_SERVER_QUEUE_SIZE": "1",
+    "CODEC_SERVER_MAX_UPLOAD_BYTES": "1000000",
+    "CODEC_SERVER_MAX_PIXELS": "200000",
+    "CODEC_SERVER_MAX_RANGES": "8",
+    "CODEC_SERVER_WS_SEND_TIMEOUT": "3",
+    "CODEC_SERVER_WS_IDLE_TIMEOUT": "3",
+    "CODEC_SERVER_WS_MAX_STREAMS": "4",
+    "CODEC_SERVER_SOCKET_SEND_BUFFER": "65536",
+    "CODEC_SERVER_CORS_ORIGINS": "http://viewer.example",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def make_image(width: int, height: int, format: str = "PNG", noise: bool = False, seed: int = 0) -> bytes:
+    """A smooth gradient (or uniform noise) picture encoded in `format`."""
+    if noise:
+        pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    else:
+        y, x = np.mgrid[0:height, 0:width]
+        pixels = np.stack(
+            [x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y + seed * 37) % 256], axis=2
+        ).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    port: int
+    data_dir: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample of /metrics, e.g. metric("codec_server_cache_total", 'cache="picture",result="hit"')."""
+        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        selector = re.escape(name + (f"{{{labels}}}" if labels else ""))
+        match = re.search(rf"^{selector} (\S+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+class ServerFactory:
+    def __init__(self, root: Path, weights: Path) -> None:
+        self.root = root
+        self.weights = weights
+        self.running: list[RunningServer] = []
+        self._count = 0
+
+    def start(
+        self, env: dict[str, str] | None = None, data_dir: Path | None = None, args: tuple[str, ...] = ()
+    ) -> RunningServer:
+        self._count += 1
+        data_dir = data_dir or self.root / f"data-{self._count}"
+        log_path = self.root / f"server-{self._count}.log"
+        port = free_port()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CODEC_SERVER_")}
+        full_env = {
+            **clean,
+            "CODEC_SERVER_TORCH_THREADS": "1",
+            "CODEC_SERVER_LOG_LEVEL": "warning",
+            "PYTHONWARNINGS": "ignore",
+            **(env or {}),
+        }
+        command = [
+            sys.executable, "-m", "server", "--port", str(port),
+            "--data-dir", str(data_dir), "--weights", str(self.weights), *args,
+        ]  # fmt: skip
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        server = RunningServer(process, port, data_dir, log_path, env or {})
+        self.running.append(server)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.url}/ready", timeout=5).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"server not ready after {READY_TIMEOUT} s:\n{server.log()}")
+            time.sleep(0.25)
+
+    def stop_all(self) -> None:
+        for server in self.running:
+            server.stop()
+
+
+def upload(writer: httpx.Client, data: bytes, name: str = "image.png", mime: str = "image/png") -> httpx.Response:
+    return writer.post("/encode", files={"file": (name, data, mime)})
