@@ -1,28 +1,18 @@
-"""Shared fixtures: an untrained model (fast, deterministic) and small images."""
+"""Codec fixtures: the shared untrained model and small synthetic images."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from codec.api import encode, fresh_model, save_weights
+from codec.api import encode
 from codec.model import ScalableCodec
 
-KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
-
 
 @pytest.fixture(scope="session")
-def model() -> ScalableCodec:
-    return fresh_model(seed=0)
-
-
-@pytest.fixture(scope="session")
-def weights_file(tmp_path_factory: pytest.TempPathFactory, model: ScalableCodec) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "fresh.pt"
-    save_weights(model, path)
-    return path
+def model(codec_model: ScalableCodec) -> ScalableCodec:
+    """The untrained model behind the shared `weights_path` file."""
+    return codec_model
 
 
 def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:

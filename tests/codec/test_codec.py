@@ -207,14 +207,14 @@ print(" ".join(hashlib.sha256(decoder.decode(n).tobytes()).hexdigest() for n in 
 
 
 def test_decoding_is_bit_identical_across_processes_and_thread_counts(
-    model: ScalableCodec, weights_file: Path, small_bitstream: bytes, tmp_path: Path
+    model: ScalableCodec, weights_path: Path, small_bitstream: bytes, tmp_path: Path
 ) -> None:
     bitstream = tmp_path / "image.bin"
     bitstream.write_bytes(small_bitstream)
     here = " ".join(hashlib.sha256(image.tobytes()).hexdigest() for image in decode_all(small_bitstream, model))
     for threads in (1, 2, 4):
         result = subprocess.run(
-            [sys.executable, "-c", DECODE_SCRIPT, str(weights_file), str(bitstream), str(threads)],
+            [sys.executable, "-c", DECODE_SCRIPT, str(weights_path), str(bitstream), str(threads)],
             capture_output=True,
             text=True,
             check=True,

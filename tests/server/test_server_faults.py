@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from server_harness import WRITE_KEY, make_image
 from starlette.websockets import WebSocketDisconnect
+
+from tests.harness import WRITE_KEY, make_image
 
 with warnings.catch_warnings():  # Starlette prefers `httpx2` for its test client; httpx works the same here
     warnings.simplefilter("ignore", UserWarning)

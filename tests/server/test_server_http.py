@@ -11,7 +11,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from server_harness import WRITE_KEY, make_image, upload
+
+from tests.harness import WRITE_KEY, make_image, upload
 
 ID = re.compile(r"[0-9a-f]{32}")
 

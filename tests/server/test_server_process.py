@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from server_harness import REPO, WRITE_KEY, ServerFactory, make_image, upload
+
+from tests.harness import REPO, WRITE_KEY, ServerFactory, make_image, upload
 
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 

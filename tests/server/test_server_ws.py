@@ -14,9 +14,10 @@ import httpx
 import psutil
 import pytest
 from PIL import Image
-from server_harness import RunningServer, make_image, upload
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+from tests.harness import RunningServer, make_image, upload
 
 
 def close_code(ws, timeout: float = 20.0) -> tuple[int, str, list]:

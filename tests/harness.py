@@ -33,7 +33,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 WRITE_KEY = "test-write-key"
 READY_TIMEOUT = 240.0  # the machine is shared with a training run: start-up can be slow
 SHARED_ENV = {

@@ -1,4 +1,4 @@
-"""Fixtures for the server tests; the helpers they use live in server_harness.py (see its docstring)."""
+"""Fixtures shared by every test folder: fresh weights and real servers on loopback (see tests/harness.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_harness import SHARED_ENV, WRITE_KEY, RunningServer, ServerFactory, make_image, upload
+
+from tests.harness import SHARED_ENV, WRITE_KEY, RunningServer, ServerFactory, make_image, upload
 
 
 @pytest.fixture(scope="session")
