@@ -5,7 +5,7 @@ python -m codec decompress IN.bin OUT.png [--layers N] [--weights PATH]
 python -m codec info IN.bin
 python -m codec train --crops .cache/crops-256.npy ...
 python -m codec eval DIR [--out results/]
-python -m codec fetch URL OUT.png [--layers N | --bytes B | --psnr-target DB] [--via range|ws] [--each]
+python -m codec fetch URL OUT.png [--layers N | --bytes B | --psnr-target DB] [--via range|ws] [--each] [--key K]
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def cmd_crops(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from codec.train import Trainer, TrainSettings
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not Path(args.crops).exists():
         raise SystemExit(f"no crop bank at {args.crops}: run `python -m codec crops` first")
     if not args.resume and Path(args.checkpoint).exists():
@@ -187,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambdas", type=float, nargs="+", help="override the per-layer lambdas")
     p.add_argument("--objective", choices=("mse", "ms-ssim"), default="mse")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--threads", type=int, help="torch threads; 1 avoids a collapse when other processes share the cores"
+    )
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--validate-every", type=int, default=250)
     p.add_argument("--validation", default=str(KODAK), help="Kodak folder for the validation crops")
@@ -214,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--psnr-target", type=float, help="stop at the first layer the server reports at this PSNR")
     p.add_argument("--via", choices=("range", "ws"), default="range")
     p.add_argument("--each", action="store_true", help="write OUT-1.png, OUT-2.png, ... for every layer")
+    p.add_argument("--key", help="the read key of a server that requires one")
     with_model(p)
     p.set_defaults(run=cmd_fetch)
 

@@ -34,18 +34,35 @@ def default_weights_path() -> Path:
     return Path(os.environ.get(WEIGHTS_ENV, DEFAULT_WEIGHTS))
 
 
+# Inference runs in float64. Float32 convolutions, matrix products and even
+# elementwise tanh round differently with 1 or 2 threads (the work is split at
+# other places), and a last-bit difference can flip an 8-bit pixel: measured
+# on Kodak, float32 decodes differed between 1 and 2 threads, float64 ones did
+# not. The entropy parameters do not rely on this: they are exact (exact.py).
+INFERENCE_DTYPE = torch.float64
+
+
+def _weights_as_stored(model: ScalableCodec) -> dict[str, torch.Tensor]:
+    """The state dict as written to disk: float32 for every float tensor."""
+    return {
+        name: tensor.detach().cpu().float() if tensor.is_floating_point() else tensor.detach().cpu()
+        for name, tensor in model.state_dict().items()
+    }
+
+
 def _model_id(model: ScalableCodec) -> bytes:
     digest = hashlib.sha256(repr(sorted(model.config.to_dict().items())).encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(_weights_as_stored(model).items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.contiguous().numpy().tobytes())
     return digest.digest()[: container.MODEL_ID_BYTES]
 
 
 def _prepare(model: ScalableCodec, trained: bool, info: dict) -> ScalableCodec:
+    model.model_id = _model_id(model)
+    model.to(INFERENCE_DTYPE)
     model.eval()
     model.requires_grad_(False)
-    model.model_id = _model_id(model)
     model.trained = trained
     model.training_info = info
     return model
@@ -60,14 +77,18 @@ def fresh_model(config: CodecConfig | None = None, seed: int = 0) -> ScalableCod
 
 
 def save_weights(model: ScalableCodec, path: Path, info: dict | None = None) -> None:
-    """Write the model only (no optimizer) with freshly built coding tables."""
-    model.update(force=True)
+    """Write the model only (no optimizer), building its coding tables if it has none.
+
+    `info` lands in the file (steps, wall time, ...); `trained` defaults to
+    whether the model came from training rather than `fresh_model`.
+    """
+    model.update(force=False)
     payload = {
         "format": WEIGHTS_FORMAT,
         "version": WEIGHTS_VERSION,
         "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "info": info or {},
+        "state_dict": _weights_as_stored(model),
+        "info": {"trained": getattr(model, "trained", True), **(info or {})},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -95,7 +116,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise WeightsError(f"{path} does not match this codec's architecture: {error}") from error
-    return _prepare(model.to(device), trained=True, info=payload.get("info", {}))
+    return _prepare(model.to(device), trained=bool(payload.get("info", {}).get("trained", True)), info=payload.get("info", {}))
 
 
 def _as_pixels(image: np.ndarray | bytes | str | Path) -> np.ndarray:
@@ -108,12 +129,12 @@ def _as_pixels(image: np.ndarray | bytes | str | Path) -> np.ndarray:
     return read_image(image)
 
 
-def _image_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+def _image_tensor(pixels: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     height, width, _ = pixels.shape
     tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div(255.0)
     padded_height, padded_width = padded_size(height, width)
     tensor = F.pad(tensor, (0, padded_width - width, 0, padded_height - height), mode="replicate")
-    return tensor.to(device)
+    return tensor.to(like)
 
 
 def encode(image: np.ndarray | bytes | str | Path, model: ScalableCodec, layers: int | None = None) -> bytes:
@@ -123,8 +144,7 @@ def encode(image: np.ndarray | bytes | str | Path, model: ScalableCodec, layers:
         raise ValueError(f"layers must be within 1..{model.config.layers}")
     pixels = _as_pixels(image)
     height, width, _ = pixels.shape
-    device = next(model.parameters()).device
-    tensor = _image_tensor(pixels, device)
+    tensor = _image_tensor(pixels, next(model.parameters()))
     state = model.initial_state(tensor)
     payloads = [encode_layer(model, tensor, state) for _ in range(layers)]
     return container.serialize(model.model_id, width, height, payloads)
@@ -193,9 +213,8 @@ class Decoder:
         if layers in self._pixels:
             return self._pixels[layers]
         if self._state is None or self._state.layer > layers:
-            device = next(self.model.parameters()).device
             height, width = padded_size(header.height, header.width)
-            blank = torch.zeros(1, 3, height, width, device=device)
+            blank = next(self.model.parameters()).new_zeros(1, 3, height, width)
             self._state = self.model.initial_state(blank)
         while self._state.layer < layers:
             index = self._state.layer + 1

@@ -382,7 +382,7 @@ def count_macs_per_pixel(model: ScalableCodec, size: int = 256) -> dict[str, flo
             if isinstance(module, (nn.Conv2d, LappedAnalysis, LappedSynthesis)):
                 handles.append(module.register_forward_hook(hook_for(part)))
     with torch.no_grad():
-        model(torch.rand(1, 3, size, size), layers=1)
+        model(torch.rand(1, 3, size, size).to(next(model.parameters())), layers=1)
     for handle in handles:
         handle.remove()
     return {part: macs / (size * size) for part, macs in totals.items()}

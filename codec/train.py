@@ -36,7 +36,7 @@ class TrainSettings:
     steps: int = 100_000
     batch: int = 8
     crop_size: int = 128
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-4
     layers: int | None = None
     objective: str = "mse"
     device: str = "cpu"
@@ -169,7 +169,8 @@ class Trainer:
         loss, rates, distortions = rate_distortion_loss(outputs, image, lambdas, s.objective)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        # only the main parameters: the quantiles still hold the last aux gradient
+        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
         self.optimizer.step()
         aux = self.model.auxiliary_loss()
         self.aux_optimizer.zero_grad(set_to_none=True)
@@ -206,9 +207,17 @@ class Trainer:
         self._stop_requested = True
 
     def run(self) -> None:
+        """Train until `steps`, or until SIGTERM/SIGINT; always end with a checkpoint."""
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._loop()
+        finally:
+            self.save()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _loop(self) -> None:
         s = self.settings
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.request_stop)
         last_save = time.monotonic()
         running: dict[str, float] = {}
         bar = tqdm(total=s.steps, initial=self.step, unit="step", dynamic_ncols=True)
@@ -229,7 +238,6 @@ class Trainer:
             if time.monotonic() - last_save > s.checkpoint_minutes * 60:
                 self.save()
                 last_save = time.monotonic()
-        self.save()
         bar.close()
 
 

@@ -1,0 +1,36 @@
+# One image for CPU and GPU: the pinned torch wheel carries CUDA and falls
+# back to the CPU when no GPU is visible. It installs exactly as the README
+# does (`make install`), runs as a non-root user, and keeps data in a volume.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    CODEC_SERVER_HOST=0.0.0.0 \
+    CODEC_SERVER_PORT=8000 \
+    CODEC_SERVER_DATA_DIR=/data
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 codec \
+    && mkdir -p /data /app \
+    && chown codec:codec /data /app
+
+WORKDIR /app
+COPY --chown=codec:codec pyproject.toml Makefile README.md ./
+COPY --chown=codec:codec codec ./codec
+COPY --chown=codec:codec server ./server
+COPY --chown=codec:codec bench ./bench
+COPY --chown=codec:codec static ./static
+COPY --chown=codec:codec weights ./weights
+
+USER 10001
+RUN make install
+
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD [".venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+
+CMD [".venv/bin/python", "-m", "server"]

@@ -1,0 +1,112 @@
+// Delivery over the WebSocket, protocol version 1 (docs/server.md): the viewer asks for one
+// layer at a time and receives its bytes, then the server's picture of layers 1..i (a preview),
+// because the browser cannot run the model itself.
+
+import { accessKey, serviceUrl } from "./api.js";
+
+const CLOSE_MESSAGES = {
+  1003: "The server refused a message of the viewer",
+  1008: "The server refused the stream",
+  1009: "The server refused a message of the viewer as too large",
+  1011: "Server error while streaming",
+  1013: "The server is busy making pictures; try again shortly",
+  4401: "This image needs the access key",
+  4404: "No image with this id",
+  4408: "The stream waited too long for the viewer",
+  4429: "Too many streams are open on the server; try again later",
+};
+
+export class StreamClosed extends Error {
+  constructor(code, reason) {
+    const title = CLOSE_MESSAGES[code] || "The connection closed before every layer arrived";
+    super(`${title}${reason ? `: ${reason}` : ""} (WebSocket close ${code})`);
+    this.name = "StreamClosed";
+    this.code = code;
+  }
+}
+
+/** The socket's messages in order, awaited one by one; a close rejects what is still awaited. */
+class Inbox {
+  constructor(socket, signal) {
+    this.messages = [];
+    this.waiters = [];
+    this.failure = null;
+    socket.addEventListener("message", (event) => this.push(event.data));
+    socket.addEventListener("close", (event) => this.fail(new StreamClosed(event.code, event.reason)));
+    signal.addEventListener("abort", () => this.fail(signal.reason), { once: true });
+  }
+
+  push(message) {
+    const waiter = this.waiters.shift();
+    if (waiter) waiter.resolve(message);
+    else this.messages.push(message);
+  }
+
+  fail(error) {
+    this.failure ??= error;
+    for (const waiter of this.waiters.splice(0)) waiter.reject(this.failure);
+  }
+
+  next() {
+    if (this.messages.length) return Promise.resolve(this.messages.shift());
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  async text(type) {
+    const message = await this.next();
+    const parsed = typeof message === "string" ? JSON.parse(message) : null;
+    if (parsed?.type !== type) throw new Error(`Protocol error: expected a "${type}" message`);
+    return parsed;
+  }
+
+  async binary(what) {
+    const message = await this.next();
+    if (!(message instanceof ArrayBuffer)) throw new Error(`Protocol error: expected ${what} as a binary message`);
+    return message;
+  }
+}
+
+function streamUrl(imageId) {
+  const url = serviceUrl(`ws/image/${encodeURIComponent(imageId)}`);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("previews", "png");
+  const key = accessKey();
+  if (key) url.searchParams.set("key", key); // browsers cannot set Authorization on a WebSocket
+  return url;
+}
+
+/**
+ * Stream every layer of `imageId`. For each: `onLayer({layer, layerBytes, receivedBytes, picture})`,
+ * where `layer` is the info document's entry and `picture` a Blob of layers 1..i. Bytes are charged to
+ * `link` (the simulated slow link) before the layer is handed over and the next one requested.
+ */
+export async function streamLayers(imageId, { link, signal, onLayer }) {
+  const socket = new WebSocket(streamUrl(imageId));
+  socket.binaryType = "arraybuffer";
+  const inbox = new Inbox(socket, signal);
+  try {
+    const info = await inbox.text("info");
+    const header = await inbox.binary("the container header");
+    let receivedBytes = header.byteLength;
+    await link.deliver(header.byteLength, signal);
+    for (const layer of info.layers) {
+      socket.send(JSON.stringify({ type: "request", layer: layer.index }));
+      const layerBytes = await inbox.binary(`layer ${layer.index}`);
+      if (layerBytes.byteLength !== layer.bytes) {
+        throw new Error(`Layer ${layer.index} has ${layerBytes.byteLength} bytes, the layer table says ${layer.bytes}`);
+      }
+      receivedBytes += layerBytes.byteLength;
+      const preview = await inbox.text("preview");
+      const picture = new Blob([await inbox.binary(`the picture of layer ${layer.index}`)], { type: preview.mime });
+      await link.deliver(layerBytes.byteLength, signal);
+      await onLayer({ layer, layerBytes: layerBytes.byteLength, receivedBytes, picture });
+    }
+    const done = await inbox.text("done");
+    if (done.bytes !== receivedBytes) {
+      throw new Error(`Received ${receivedBytes} bytes of a ${done.bytes}-byte bitstream`);
+    }
+  } finally {
+    if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close(1000);
+  }
+}

@@ -1,0 +1,83 @@
+"""Fixtures of the browser tests: a real server for the viewer, headless Chromium, a Kodak picture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.browser import chromium
+from tests.browser.viewer_page import ViewerPage
+from tests.harness import REPO, RunningServer, ServerFactory
+
+VIEWER_KEY = "viewer-write-key"
+MAX_UPLOAD_BYTES = 150_000
+VIEWER_ENV = {
+    "CODEC_SERVER_WRITE_KEY": VIEWER_KEY,
+    "CODEC_SERVER_WORKERS": "1",
+    "CODEC_SERVER_QUEUE_SIZE": "4",
+    "CODEC_SERVER_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+}
+KODAK = REPO.parent / "shared" / "data" / "kodak"
+KODAK_SIZE = (192, 128)  # a quarter of kodim23: the untrained test model is slow on full-size pictures
+
+
+@pytest.fixture(scope="session")
+def viewer_server(server_factory: ServerFactory) -> RunningServer:
+    """A server of its own, so that the shared one's small queue and limits do not meet the browser."""
+    return server_factory.start(VIEWER_ENV)
+
+
+@pytest.fixture(scope="session")
+def viewer_writer(viewer_server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=viewer_server.url, timeout=120, headers={"Authorization": f"Bearer {VIEWER_KEY}"}
+    ) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    problem = chromium.missing_browser()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    with sync_playwright() as playwright:
+        running = chromium.launch(playwright)
+        yield running
+        running.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh tab in a fresh context; fails the test on a JavaScript error or a blocked (foreign) load."""
+    tab = chromium.new_page(browser)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on(
+        "console",
+        lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    yield tab
+    tab.context.close()
+    assert not errors, f"JavaScript errors or CSP violations: {errors}"
+
+
+@pytest.fixture
+def viewer(page: Page, viewer_server: RunningServer) -> ViewerPage:
+    return ViewerPage(page, viewer_server.url)
+
+
+@pytest.fixture(scope="session")
+def kodak_picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kodim23 downscaled with Lanczos to 192x128, as a PNG file to upload."""
+    source = KODAK / "kodim23.png"
+    if not source.is_file():
+        pytest.fail(f"{source} is missing: the Kodak suite lives in ../shared/data/kodak", pytrace=False)
+    path = tmp_path_factory.mktemp("kodak") / "kodim23-192x128.png"
+    with Image.open(source) as image:
+        image.convert("RGB").resize(KODAK_SIZE, Image.Resampling.LANCZOS).save(path)
+    return path

@@ -1,0 +1,268 @@
+"""The viewer in real headless Chromium against a real server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from playwright.sync_api import Page, Request, Response
+
+from tests.browser.composite import side_by_side
+from tests.browser.conftest import MAX_UPLOAD_BYTES, VIEWER_KEY
+from tests.browser.viewer_page import ViewerPage
+from tests.harness import REPO, RunningServer, make_image, upload
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def reconstruction(server: RunningServer, image_id: str, layers: int) -> np.ndarray:
+    response = httpx.get(f"{server.url}/image/{image_id}", params={"layers": layers}, timeout=120)
+    assert response.status_code == 200, response.text
+    return png_pixels(response.content)
+
+
+def assert_same_picture(canvas: np.ndarray, expected: np.ndarray, what: str) -> None:
+    assert canvas.shape == (*expected.shape[:2], 4), what
+    assert (canvas[..., 3] == 255).all(), f"{what}: transparent pixels"
+    assert np.array_equal(canvas[..., :3], expected), f"{what}: pixels differ from the server's picture"
+
+
+def stored_image(viewer_writer: httpx.Client, seed: int) -> dict:
+    response = upload(viewer_writer, make_image(64, 48, seed=seed))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_upload_streams_every_layer(viewer: ViewerPage, viewer_server: RunningServer, kodak_picture: Path) -> None:
+    requested: list[str] = []
+    viewer.page.on("request", lambda request: requested.append(request.url))
+    viewer.page.on("websocket", lambda socket: requested.append(socket.url))
+    viewer.open()
+    viewer.set_key(VIEWER_KEY)
+    viewer.record_arrivals()
+    viewer.upload(kodak_picture)
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+
+    image_id = viewer.page.evaluate("new URLSearchParams(location.search).get('id')")
+    info = httpx.get(f"{viewer_server.url}/image/{image_id}/info", timeout=30).json()
+    layer_count = len(info["layers"])
+    arrivals = viewer.arrivals()
+    assert [layer for layer, _ in arrivals] == list(range(1, layer_count + 1))
+    digests = [hashlib.sha256(pixels.tobytes()).hexdigest() for _, pixels in arrivals]
+    assert all(a != b for a, b in zip(digests, digests[1:])), "the canvas did not change at some layer"
+    for layer, pixels in arrivals:
+        assert_same_picture(pixels, reconstruction(viewer_server, image_id, layer), f"layer {layer}")
+    assert_same_picture(viewer.canvas(), reconstruction(viewer_server, image_id, layer_count), "final canvas")
+
+    last = info["layers"][-1]
+    caption = viewer.caption()
+    assert f"Layer {layer_count} of {layer_count}" in caption
+    assert f"{last['cumulative_bytes']:,} bytes" in caption and f"{last['bpp']:.3f} bpp" in caption
+    assert viewer.page.locator("#chart rect.bar").count() == layer_count
+    assert viewer.page.locator("#layer-rows tr:not(.pending)").count() == layer_count
+
+    # back to the first layer with the keyboard, screenshots of both ends
+    ARTIFACTS.mkdir(exist_ok=True)
+    viewer.page.click("#reconstruction")  # away from the key field, whose arrows move its caret
+    viewer.page.keyboard.press("Home")
+    assert viewer.shown_layer() == 1 and viewer.caption().startswith(f"Layer 1 of {layer_count}")
+    viewer.screenshot(ARTIFACTS / "viewer-layer-1.png")
+    viewer.page.keyboard.press("ArrowRight")
+    assert viewer.shown_layer() == 2
+    viewer.page.keyboard.press("End")
+    assert viewer.shown_layer() == layer_count
+    viewer.screenshot(ARTIFACTS / f"viewer-layer-{layer_count}.png")
+    side_by_side(
+        ARTIFACTS / "viewer-layer-1.png",
+        ARTIFACTS / f"viewer-layer-{layer_count}.png",
+        ARTIFACTS / "viewer-refinement.png",
+    )
+
+    # side by side: the original upload, at its own size, beside the layer
+    viewer.page.select_option("#compare", "side")
+    viewer.page.wait_for_selector("#original-figure:not([hidden])")
+    with Image.open(kodak_picture) as original:
+        assert_same_picture(viewer.canvas("original"), np.asarray(original.convert("RGB")), "original")
+
+    assert any(url.startswith(f"ws://127.0.0.1:{viewer_server.port}/ws/image/") for url in requested)
+    origins = {url.split("/", 3)[2] for url in requested if not url.startswith("data:")}
+    assert origins == {f"127.0.0.1:{viewer_server.port}"}, f"requests beyond the server: {origins}"
+
+
+def test_range_mode_fetches_each_layer_prefix(
+    viewer: ViewerPage, viewer_server: RunningServer, viewer_writer: httpx.Client
+) -> None:
+    info = stored_image(viewer_writer, seed=1)
+    ranges: list[str] = []
+    statuses: list[int] = []
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/bitstream"):
+            ranges.append(request.headers.get("range", ""))
+
+    def on_response(response: Response) -> None:
+        if response.url.endswith("/bitstream"):
+            statuses.append(response.status)
+
+    viewer.page.on("request", on_request)
+    viewer.page.on("response", on_response)
+    viewer.open(f"?id={info['id']}")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    ranges.clear()
+    statuses.clear()
+    viewer.record_arrivals()
+    viewer.choose_mode("Byte ranges")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+
+    assert ranges == [f"bytes=0-{layer['end'] - 1}" for layer in info["layers"]]
+    assert statuses == [206] * len(info["layers"])
+    arrivals = viewer.arrivals()
+    assert [layer for layer, _ in arrivals] == [layer["index"] for layer in info["layers"]]
+    for layer, pixels in arrivals:
+        assert_same_picture(pixels, reconstruction(viewer_server, info["id"], layer), f"layer {layer}")
+    assert f"bytes 0-{info['bytes'] - 1}/{info['bytes']}" in viewer.caption()
+
+
+def test_stored_image_and_keyboard_navigation(viewer: ViewerPage, viewer_writer: httpx.Client) -> None:
+    info = stored_image(viewer_writer, seed=2)
+    viewer.open()
+    viewer.page.select_option("#stored", info["id"])
+    viewer.page.get_by_role("button", name="Show").click()
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    assert viewer.page.evaluate("location.search") == f"?id={info['id']}"
+    layer_count = len(info["layers"])
+    assert viewer.shown_layer() == layer_count
+    viewer.page.keyboard.press("ArrowLeft")
+    viewer.page.keyboard.press("ArrowLeft")
+    assert viewer.shown_layer() == layer_count - 2
+    viewer.page.get_by_role("button", name="Next layer").click()
+    assert viewer.shown_layer() == layer_count - 1
+    slider = viewer.page.get_by_role("slider", name="Layer")
+    slider.focus()
+    slider.press("Home")
+    assert viewer.shown_layer() == 1
+    assert slider.get_attribute("aria-valuetext") == f"Layer 1 of {layer_count}"
+
+    # every control is reachable with Tab, in the order of the page
+    reached = []
+    viewer.page.locator("body").focus()
+    for _ in range(30):
+        viewer.page.keyboard.press("Tab")
+        reached.append(viewer.page.evaluate("document.activeElement.id || document.activeElement.name || ''"))
+    order = [name for name in ["file", "show-stored", "mode", "throttle", "compare", "play", "layer-slider"]]
+    positions = [reached.index(name) for name in order]
+    assert positions == sorted(positions), reached
+
+
+def test_dropped_file_is_uploaded(viewer: ViewerPage) -> None:
+    viewer.open()
+    viewer.set_key(VIEWER_KEY)
+    picture = list(make_image(64, 48, seed=5))
+    viewer.page.evaluate(
+        """(bytes) => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([new Uint8Array(bytes)], "dropped.png", { type: "image/png" }));
+          document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer }));
+        }""",
+        picture,
+    )
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    assert (
+        viewer.page.get_attribute("#reconstruction", "width"),
+        viewer.page.get_attribute("#reconstruction", "height"),
+    ) == ("64", "48")
+
+
+def test_phone_width_has_no_sideways_scrolling(viewer: ViewerPage, viewer_writer: httpx.Client) -> None:
+    info = stored_image(viewer_writer, seed=3)
+    viewer.page.set_viewport_size({"width": 375, "height": 740})
+    viewer.open(f"?id={info['id']}")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    viewer.page.select_option("#compare", "side")
+    viewer.page.wait_for_selector("#original-figure:not([hidden])")
+    assert viewer.page.evaluate("document.documentElement.scrollWidth") <= 375
+    box = viewer.page.locator("#reconstruction").bounding_box()
+    assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= 375
+
+
+def test_throttle_spreads_the_layers_over_the_simulated_link(viewer: ViewerPage, viewer_writer: httpx.Client) -> None:
+    info = stored_image(viewer_writer, seed=4)
+    viewer.open(f"?id={info['id']}")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    viewer.page.select_option("#throttle", "256000")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    seconds = [float(cell) for cell in viewer.page.locator("#layer-rows td:last-child").all_inner_texts()]
+    # a 256 kbit/s link carries layer n no earlier than its cumulative bytes allow (times shown to 0.01 s)
+    floors = [layer["cumulative_bytes"] * 8 / 256_000 for layer in info["layers"]]
+    assert all(second + 0.005 >= floor for second, floor in zip(seconds, floors)), (seconds, floors)
+
+
+def test_invalid_upload_shows_the_servers_reason(viewer: ViewerPage, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is text, not a picture\n")
+    viewer.open()
+    viewer.set_key(VIEWER_KEY)
+    viewer.upload(fake)
+    message = viewer.wait_for_error()
+    assert message.startswith("Upload failed: Not an image type the server accepts")
+    assert "415 unsupported_format" in message
+    assert viewer.state() == "error"
+
+
+def test_too_large_upload_shows_the_limit(viewer: ViewerPage, tmp_path: Path) -> None:
+    large = tmp_path / "noise.png"
+    large.write_bytes(make_image(240, 240, noise=True))
+    assert large.stat().st_size > MAX_UPLOAD_BYTES
+    viewer.open()
+    viewer.set_key(VIEWER_KEY)
+    viewer.upload(large)
+    message = viewer.wait_for_error()
+    assert f"uploads are limited to {MAX_UPLOAD_BYTES} bytes" in message and "413" in message
+
+
+def test_upload_without_the_key_is_explained(viewer: ViewerPage, kodak_picture: Path) -> None:
+    viewer.open()
+    viewer.upload(kodak_picture)
+    assert "This needs the access key" in viewer.wait_for_error()
+
+
+def test_busy_server_says_when_to_retry(viewer: ViewerPage, page: Page) -> None:
+    body = json.dumps({"error": {"code": "busy", "message": "the server is busy; retry later"}})
+    page.route(
+        "**/encode",
+        lambda route: route.fulfill(
+            status=429, body=body, content_type="application/json", headers={"Retry-After": "2"}
+        ),
+    )
+    viewer.open()
+    viewer.upload(Path(__file__))  # never reaches the server
+    message = viewer.wait_for_error()
+    assert "The server is busy; try again in 2 s" in message and "429 busy" in message
+
+
+def test_refused_stream_is_explained(viewer: ViewerPage, viewer_writer: httpx.Client) -> None:
+    info = stored_image(viewer_writer, seed=6)
+    viewer.page.route_web_socket(
+        "**/ws/image/**", lambda route: route.close(code=4429, reason="too many streams; retry later")
+    )
+    viewer.open(f"?id={info['id']}")
+    message = viewer.wait_for_error()
+    assert message.startswith("Streaming failed: Too many streams are open on the server; try again later")
+    assert "WebSocket close 4429" in message
+
+
+def test_unknown_id_shows_an_error(viewer: ViewerPage) -> None:
+    viewer.open(f"?id={'0' * 32}")
+    message = viewer.wait_for_error()
+    assert message.startswith("Cannot show this image: No image with this id")
+    assert "404 image_not_found" in message

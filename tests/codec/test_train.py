@@ -1,0 +1,128 @@
+"""Training: the paper's loss, exact resumption, SIGTERM checkpoints, export."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec.api import encode, load_model
+from codec.model import CodecConfig, LayerOutput
+from codec.train import Trainer, TrainSettings, export_weights, rate_distortion_loss
+
+from .conftest import natural_image
+
+TINY = CodecConfig(
+    layers=2,
+    luma_coefficients=12,
+    chroma_coefficients=6,
+    rnn_channels=8,
+    hyper_channels=8,
+    history_channels=4,
+    side_channels=4,
+    lambdas=(0.01, 0.04),
+)
+
+
+@pytest.fixture()
+def crop_bank(tmp_path: Path) -> Path:
+    bank = np.stack([natural_image(96, 96, seed=s) for s in range(6)])
+    path = tmp_path / "crops.npy"
+    np.save(path, bank)
+    return path
+
+
+def settings_for(tmp_path: Path, crop_bank: Path, steps: int, name: str = "run") -> TrainSettings:
+    return TrainSettings(
+        crops=crop_bank,
+        checkpoint=tmp_path / f"{name}.pt",
+        log=tmp_path / f"{name}.csv",
+        steps=steps,
+        batch=2,
+        crop_size=64,
+        validate_every=2,
+        validation_dir=None,
+        config=TINY,
+    )
+
+
+def test_loss_charges_each_layer_rate_to_every_later_layer() -> None:
+    image = torch.zeros(1, 3, 4, 4)
+    # likelihood 1/2 everywhere: one bit per latent element
+    one_bit = torch.full((1, 1, 2, 2), 0.5)
+    certain = torch.ones(1, 1, 1, 1)
+    outputs = [
+        LayerOutput(torch.full_like(image, 2 / 255), one_bit, certain),  # 4 bits, MSE 4
+        LayerOutput(torch.full_like(image, 1 / 255), one_bit, certain),  # 4 bits, MSE 1
+    ]
+    loss, rates, distortions = rate_distortion_loss(outputs, image, (0.5, 2.0), "mse")
+    assert [r.item() for r in rates] == pytest.approx([0.25, 0.25])
+    assert [d.item() for d in distortions] == pytest.approx([4.0, 1.0])
+    # layer 1: R1 + 0.5*4 ; layer 2: (R1 + R2) + 2*1 ; averaged over the 2 layers
+    assert loss.item() == pytest.approx(((0.25 + 2.0) + (0.5 + 2.0)) / 2)
+
+
+def _parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_continues_exactly(tmp_path: Path, crop_bank: Path) -> None:
+    torch.set_num_threads(1)
+    straight = Trainer(settings_for(tmp_path, crop_bank, steps=4, name="straight"))
+    straight.run()
+    first = Trainer(settings_for(tmp_path, crop_bank, steps=2, name="split"))
+    first.run()
+    resumed = Trainer(settings_for(tmp_path, crop_bank, steps=4, name="split"))
+    assert resumed.step == 2
+    resumed.run()
+    assert resumed.step == 4
+    expected, actual = _parameters(straight), _parameters(resumed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_sigterm_stops_with_a_checkpoint(tmp_path: Path, crop_bank: Path) -> None:
+    trainer = Trainer(settings_for(tmp_path, crop_bank, steps=10_000))
+
+    def terminate_after_two_steps() -> None:
+        while trainer.step < 2:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate_after_two_steps)
+    killer.start()
+    trainer.run()
+    killer.join()
+    assert 2 <= trainer.step < 10_000
+    saved = torch.load(tmp_path / "run.pt", weights_only=False)
+    assert saved["step"] == trainer.step
+    assert signal.getsignal(signal.SIGTERM) is not trainer.request_stop
+
+
+def test_validation_log_has_rate_and_quality_per_layer(tmp_path: Path, crop_bank: Path) -> None:
+    settings = settings_for(tmp_path, crop_bank, steps=2)
+    trainer = Trainer(settings)
+    trainer.validation = torch.from_numpy(natural_image(64, 64)).permute(2, 0, 1)[None].float() / 255
+    trainer.run()
+    rows = list(csv.DictReader(settings.log.open()))
+    assert [row["step"] for row in rows] == ["2"]
+    assert {"seconds", "loss", "bpp1", "psnr1", "bpp2", "psnr2"} <= rows[0].keys()
+    assert float(rows[0]["bpp2"]) > float(rows[0]["bpp1"]) > 0
+
+
+def test_exported_weights_load_and_code(tmp_path: Path, crop_bank: Path) -> None:
+    settings = settings_for(tmp_path, crop_bank, steps=1)
+    Trainer(settings).run()
+    weights = export_weights(settings.checkpoint, tmp_path / "weights.pt")
+    model = load_model(weights)
+    assert model.trained and model.training_info["steps"] == 1
+    assert model.config == TINY
+    assert len(encode(natural_image(20, 30), model)) > 0
