@@ -116,7 +116,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise WeightsError(f"{path} does not match this codec's architecture: {error}") from error
-    return _prepare(model.to(device), trained=bool(payload.get("info", {}).get("trained", True)), info=payload.get("info", {}))
+    info = payload.get("info", {})
+    return _prepare(model.to(device), trained=bool(info.get("trained", True)), info=info)
 
 
 def _as_pixels(image: np.ndarray | bytes | str | Path) -> np.ndarray:
