@@ -129,6 +129,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     evaluate_directory(model, Path(args.directory), Path(args.out), limit=args.limit, anchors=Path(args.anchors))
 
 
+def cmd_card(args: argparse.Namespace) -> None:
+    from codec.api import default_weights_path
+    from codec.model_card import write_model_card
+
+    model = _load(args.weights)
+    weights = Path(args.weights) if args.weights else default_weights_path()
+    evaluation, log, output = Path(args.evaluation), Path(args.log), Path(args.output)
+    write_model_card(model, weights, evaluation, log, output, args.hardware)
+    print(f"{args.output} written")
+
+
 def cmd_fetch(args: argparse.Namespace) -> None:
     from codec.client import fetch_command
 
@@ -211,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchors", default="../shared/anchors", help="published RD points")
     with_model(p)
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("card", help="write weights/MODEL_CARD.md from the weights, log and evaluation")
+    p.add_argument("--weights")
+    p.add_argument("--evaluation", default="results/summary.md")
+    p.add_argument("--log", default="weights/training_log.csv")
+    p.add_argument("--output", default="weights/MODEL_CARD.md")
+    p.add_argument("--hardware", help="where it was trained (default: this CPU)")
+    p.set_defaults(run=cmd_card)
 
     p = sub.add_parser("fetch", help="fetch an image progressively from a server")
     p.add_argument("url", help="http://host:port/image/ID")

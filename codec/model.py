@@ -44,6 +44,8 @@ INITIAL_LATENT_GAIN = 5.0
 # Each layer's residual is amplified by this factor more than the last one's,
 # and its increment attenuated by the same, so all layers see similar numbers.
 RESIDUAL_GAIN_PER_LAYER = 1.5
+# Symbol magnitudes above this count as this in the history features.
+HISTORY_MAGNITUDE_LIMIT = 8.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,9 @@ class RecurrentState:
     decoder: LSTMState | None = None
     hyper_decoder: Tensor | None = None
     previous_latents: Tensor | None = None
+    means: Tensor | None = None
+    previous_magnitudes: Tensor | None = None
+    significance: Tensor | None = None
     encoder: LSTMState | None = None
     hyper_encoder: Tensor | None = None
     layer: int = 0
@@ -239,6 +244,17 @@ class RecurrentState:
 
 class ScalableCodec(CompressionModel):
     """The whole network. `forward` trains; `codec.coding` runs it for real."""
+
+    # Small per-layer tables that must move by whole units early in training:
+    # the optimiser gives them a larger learning rate.
+    PER_LAYER_TABLES = (
+        "log_residual_gain",
+        "log_latent_gain",
+        "log_latent_inverse_gain",
+        "log_increment_gain",
+        "scale_index_offset",
+        "history_scale_weights",
+    )
 
     def __init__(self, config: CodecConfig | None = None) -> None:
         super().__init__()
@@ -253,6 +269,7 @@ class ScalableCodec(CompressionModel):
         # log-domain gains per layer: residual in, latent out/in, increment out
         self.log_residual_gain = nn.Parameter(torch.arange(k, dtype=torch.float32) * math.log(RESIDUAL_GAIN_PER_LAYER))
         self.scale_index_offset = nn.Parameter(torch.zeros(k, m))
+        self.history_scale_weights = nn.Parameter(torch.zeros(k, 3, m))
         self.log_latent_gain = nn.Parameter(torch.full((k, m), math.log(INITIAL_LATENT_GAIN)))
         self.log_latent_inverse_gain = nn.Parameter(torch.full((k, m), -math.log(INITIAL_LATENT_GAIN)))
         self.log_increment_gain = nn.Parameter(-self.log_residual_gain.detach().clone())
@@ -293,7 +310,31 @@ class ScalableCodec(CompressionModel):
         offset = exact.to_grid(self.scale_index_offset[state.layer], exact.ACTIVATION_BITS, SCALE_LEVELS, exact_mode)
         if exact_mode:
             offset = offset.cpu().double()
-        return scale_index + offset[None, :, None, None], means
+        scale_index = scale_index + offset[None, :, None, None] + self._history_scale(state, exact_mode)
+        state.means = means
+        return scale_index, means
+
+    def _history_scale(self, state: RecurrentState, exact_mode: bool) -> Tensor | float:
+        """Per-coefficient scale correction from what earlier layers sent there.
+
+        A residual coefficient is distributed very differently once an earlier
+        layer has coded it (bounded by that layer's step) than while it is
+        still unsent. The hyper-decoder sees the history only through a narrow
+        bottleneck, so this path gives every coefficient its own learned
+        offsets, per layer: for a non-zero symbol in the previous layer, for
+        that symbol's magnitude (up to 8), and for having been non-zero in any
+        earlier layer. Features are integers and weights on the grid: exact.
+        """
+        if state.previous_magnitudes is None:
+            return 0.0
+        weights = self.history_scale_weights[state.layer]
+        weights = exact.to_grid(weights, exact.WEIGHT_BITS, exact.WEIGHT_LIMIT, exact_mode)
+        if exact_mode:
+            weights = weights.cpu().double()
+        magnitude = state.previous_magnitudes
+        features = (magnitude > 0).to(magnitude), magnitude.clamp(max=HISTORY_MAGNITUDE_LIMIT), state.significance
+        correction = sum(w[None, :, None, None] * f for w, f in zip(weights, features))
+        return exact.activation(correction, exact_mode)
 
     @torch.no_grad()
     def initialise_scales(self, images: Tensor) -> None:
@@ -318,6 +359,10 @@ class ScalableCodec(CompressionModel):
         """Decoder side: add layer k's increment to the reconstruction."""
         k = state.layer
         state.previous_latents = latents_hat
+        magnitude = torch.round(latents_hat - state.means).abs().detach()
+        state.previous_magnitudes = magnitude
+        nonzero = (magnitude > 0).to(magnitude)
+        state.significance = nonzero if state.significance is None else torch.maximum(state.significance, nonzero)
         x = latents_hat.to(state.reconstruction) * self.log_latent_inverse_gain[k].exp()[None, :, None, None]
         increment, state.decoder = self.decoder(x, state.decoder)
         state.reconstruction = state.reconstruction + increment * self.log_increment_gain[k].exp()

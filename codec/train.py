@@ -118,12 +118,12 @@ class Trainer:
         self._stop_requested = False
 
     def _parameter_groups(self) -> tuple[list, list, list]:
-        """Per-layer log-gains, other network weights, entropy-bottleneck quantiles."""
+        """Per-layer tables, other network weights, entropy-bottleneck quantiles."""
         gains, main, aux = [], [], []
         for name, parameter in self.model.named_parameters():
             if name.endswith("quantiles"):
                 aux.append(parameter)
-            elif name.startswith("log_") or name == "scale_index_offset":
+            elif name in ScalableCodec.PER_LAYER_TABLES:
                 gains.append(parameter)
             else:
                 main.append(parameter)
