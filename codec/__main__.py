@@ -111,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         validate_every=args.validate_every,
         validation_dir=Path(args.validation) if args.validation else None,
         lambdas=tuple(args.lambdas) if args.lambdas else None,
+        init_weights=Path(args.init_weights) if args.init_weights else None,
     )
     Trainer(settings).run()
 
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--layers", type=int, help="train only the first N layers")
     p.add_argument("--lambdas", type=float, nargs="+", help="override the per-layer lambdas")
+    p.add_argument("--init-weights", help="start a new checkpoint from a weights file (model only, fresh optimiser)")
     p.add_argument("--objective", choices=("mse", "ms-ssim"), default="mse")
     p.add_argument("--device", default="cpu")
     p.add_argument(

@@ -8,6 +8,7 @@ random flips from that array in memory.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,34 @@ def build_crop_bank(
             left = rng.integers(0, width - crop_size + 1)
             crops.append(pixels[top : top + crop_size, left : left + crop_size])
     bank = np.stack(crops)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, bank)
+    save_crop_bank(bank, output)
     return bank
+
+
+def save_crop_bank(bank: np.ndarray, path: Path) -> None:
+    """`.npy`: raw uint8, memory-mappable. `.npz`: every crop as PNG, about half
+    the size, for carrying the bank to a GPU machine under a transfer cap."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix != ".npz":
+        np.save(path, bank)
+        return
+    encoded = []
+    for crop in bank:
+        buffer = io.BytesIO()
+        Image.fromarray(crop).save(buffer, format="PNG", optimize=True)
+        encoded.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+    offsets = np.cumsum([0] + [len(e) for e in encoded])
+    np.savez(path, png=np.concatenate(encoded), offsets=offsets)
+
+
+def load_crop_bank(path: Path) -> np.ndarray:
+    """A bank written by `save_crop_bank`, as an (N, H, W, 3) uint8 array."""
+    if path.suffix != ".npz":
+        return np.load(path, mmap_mode="r")
+    with np.load(path) as archive:
+        blob, offsets = archive["png"], archive["offsets"]
+    spans = zip(offsets, offsets[1:])
+    return np.stack([np.asarray(Image.open(io.BytesIO(blob[a:b].tobytes())).convert("RGB")) for a, b in spans])
 
 
 class CropSampler:

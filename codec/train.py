@@ -14,13 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 from torch import Tensor
 from tqdm import tqdm
 
-from codec.data import CropSampler, center_crops
+from codec.data import CropSampler, center_crops, load_crop_bank
 from codec.model import CodecConfig, LayerOutput, ScalableCodec
 
 # Log-gains are a handful of scalars that must move by whole octaves early on.
@@ -46,6 +45,7 @@ class TrainSettings:
     seed: int = 0
     config: CodecConfig | None = None
     lambdas: tuple[float, ...] | None = None
+    init_weights: Path | None = None
 
 
 def distortion(reconstruction: Tensor, image: Tensor, objective: str) -> Tensor:
@@ -94,8 +94,11 @@ class Trainer:
             if settings.checkpoint.exists()
             else None
         )
-        if saved is not None:
-            config = CodecConfig.from_dict(saved["config"])
+        initial = None
+        if saved is None and settings.init_weights is not None:
+            initial = torch.load(settings.init_weights, map_location="cpu", weights_only=False)
+        if saved is not None or initial is not None:
+            config = CodecConfig.from_dict((saved or initial)["config"])
         if settings.lambdas is not None:
             config = CodecConfig.from_dict({**config.to_dict(), "lambdas": settings.lambdas})
         self.model = ScalableCodec(config).to(self.device)
@@ -106,9 +109,14 @@ class Trainer:
         )
         self._set_learning_rate(settings.learning_rate)
         self.aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
-        self.sampler = CropSampler(np.load(settings.crops, mmap_mode="r"), settings.crop_size, settings.seed)
+        self.sampler = CropSampler(load_crop_bank(settings.crops), settings.crop_size, settings.seed)
         if saved is not None:
             self._restore(saved)
+        elif initial is not None:
+            # a weights file carries the model only: the optimiser starts afresh
+            self.model.load_state_dict(initial["state_dict"])
+            self.step = int(initial["info"].get("steps", 0))
+            self.elapsed = float(initial["info"].get("training_seconds", 0.0))
         else:
             self.model.initialise_scales(self.sampler.batch(4 * settings.batch).to(self.device))
         self.validation = None

@@ -126,3 +126,14 @@ def test_exported_weights_load_and_code(tmp_path: Path, crop_bank: Path) -> None
     assert model.trained and model.training_info["steps"] == 1
     assert model.config == TINY
     assert len(encode(natural_image(20, 30), model)) > 0
+
+
+def test_compressed_crop_bank_round_trips(tmp_path: Path) -> None:
+    from codec.data import load_crop_bank, save_crop_bank
+
+    bank = np.stack([natural_image(32, 32, seed=s) for s in range(3)])
+    save_crop_bank(bank, tmp_path / "bank.npz")
+    save_crop_bank(bank, tmp_path / "bank.npy")
+    assert np.array_equal(load_crop_bank(tmp_path / "bank.npz"), bank)
+    assert np.array_equal(load_crop_bank(tmp_path / "bank.npy"), bank)
+    assert (tmp_path / "bank.npz").stat().st_size < (tmp_path / "bank.npy").stat().st_size

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from codec.api import DEFAULT_WEIGHTS, Decoder, encode, load_model
 from codec.evaluate import psnr
 from codec.imageio import read_image
