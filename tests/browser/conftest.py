@@ -40,8 +40,10 @@ def viewer_writer(viewer_server: RunningServer) -> Iterator[httpx.Client]:
         yield session
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this
+    thread while it is open, which would break later tests that call asyncio.run."""
     problem = chromium.missing_browser()
     if problem:
         pytest.fail(problem, pytrace=False)
