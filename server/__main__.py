@@ -67,14 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    from codec.errors import CodecError
+    from server.app import DeviceUnavailable, create_app, load_codec
+
+    try:  # before uvicorn starts: a damaged or foreign weights file is one line, not a traceback
+        codec = load_codec(settings)
+    except (CodecError, DeviceUnavailable) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
     import socket
 
     import uvicorn
 
-    from server.app import create_app
-
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, codec),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

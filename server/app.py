@@ -6,22 +6,28 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codec.errors import CodecError
 from server import errors, routes, ws
 from server.config import Settings
 from server.decoders import Reconstructions
-from server.errors import error_body
+from server.errors import error_body, error_response
 from server.jobs import ModelPool
 from server.metrics import MetricsMiddleware
 from server.service import Service
 from server.storage import Storage, StorageError
+
+if TYPE_CHECKING:
+    from codec.model import ScalableCodec
 
 log = logging.getLogger("server")
 
@@ -46,17 +52,30 @@ def choose_device(requested: str) -> str:
     return requested
 
 
-def _load(service: Service) -> None:
-    """Blocking start-up work: torch settings, the model, the storage."""
+class DeviceUnavailable(Exception):
+    """The configured device cannot be used (e.g. `cuda` without a GPU)."""
+
+
+def load_codec(settings: Settings) -> tuple[ScalableCodec, str]:
+    """Torch settings, then the model on its device: WeightsError or DeviceUnavailable when it cannot be."""
     import torch
 
     from codec.api import load_model
 
-    settings = service.settings
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    service.device = choose_device(settings.device)
-    model = load_model(settings.weights, service.device)
+    device = choose_device(settings.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("device cuda was requested but torch sees no GPU")
+    return load_model(settings.weights, device), device
+
+
+def _load(service: Service) -> None:
+    """Blocking start-up work: the model (unless `create_app` was given it), the storage."""
+    settings = service.settings
+    if service.model is None:
+        service.model, service.device = load_codec(settings)
+    model = service.model
     log.info(
         "codec model %s (%s, %d layers) on %s",
         model.model_id.hex(),
@@ -70,7 +89,6 @@ def _load(service: Service) -> None:
         log.info("removed %d orphaned files from %s", swept, settings.data_dir)
     log.info("data in %s: %d images", settings.data_dir.resolve(), storage.count())
     service.storage = storage
-    service.model = model
 
 
 @asynccontextmanager
@@ -79,7 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = service.settings
     try:
         await run_in_threadpool(_load, service)
-    except (CodecError, StorageError) as error:  # a clear line in the log, then uvicorn exits
+    except (CodecError, StorageError, DeviceUnavailable) as error:  # a clear line in the log, then uvicorn exits
         log.error("cannot start: %s", error)
         raise
     assert service.storage is not None
@@ -169,7 +187,19 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ExplicitCORS(CORSMiddleware):
+    """Starlette's CORS, except that a refused preflight answers the JSON error shape like every other error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        kept = {name: value for name, value in response.headers.items() if not name.startswith("content-")}
+        return error_response(400, "bad_request", bytes(response.body).decode(), kept)
+
+
+def create_app(settings: Settings | None = None, codec: tuple[ScalableCodec, str] | None = None) -> FastAPI:
+    """`codec`: the model and its device, already loaded by `load_codec` (else the lifespan loads them)."""
     settings = settings or Settings()
     app = FastAPI(
         title="Scalable codec progressive-decoding service",
@@ -178,6 +208,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = Service(settings)
+    if codec is not None:
+        app.state.service.model, app.state.service.device = codec
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(ws.router)
@@ -185,7 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ExplicitCORS,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Range", "If-Range", "If-None-Match", "If-Match", "Content-Type"],

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from codec.errors import CodecError, InvalidImageError, ModelMismatchError
 from server.encoding import TooManyPixels, UnsupportedFormat
 from server.jobs import PoolBusy
-from server.storage import StorageError, StorageFullError
+from server.storage import ImageDeleted, StorageError, StorageFullError
 
 log = logging.getLogger("server")
 
@@ -75,6 +75,8 @@ def as_api_error(error: Exception) -> ApiError | None:
         return ApiError(415, "unsupported_format", str(error))
     if isinstance(error, TooManyPixels):
         return ApiError(413, "too_many_pixels", str(error))
+    if isinstance(error, ImageDeleted):
+        return ApiError(404, "image_not_found", "no image with this id")
     if isinstance(error, StorageFullError):
         return ApiError(507, "insufficient_storage", str(error))
     if isinstance(error, StorageError):

@@ -59,8 +59,9 @@ class ModelPool:
                 self.metrics.rejected.inc()
                 raise PoolBusy(self.retry_after)
             self._freed.clear()
-            try:
-                await asyncio.wait_for(self._freed.wait(), remaining)
+            try:  # asyncio.timeout, not wait_for: wait_for (3.11) may swallow a cancel that meets the event
+                async with asyncio.timeout(remaining):
+                    await self._freed.wait()
             except TimeoutError:
                 pass
         self._admitted += 1

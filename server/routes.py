@@ -143,19 +143,21 @@ async def get_info(request: Request, service: ServiceDep, image_id: str) -> Resp
     return JSONResponse(info_document(image, _root(request)).model_dump(), headers=headers)
 
 
-@router.api_route(
-    "/image/{image_id}/bitstream",
-    methods=["GET", "HEAD"],
-    dependencies=[Depends(require_read)],
-    response_class=Response,
-    responses={
+_BITSTREAM_ROUTE = {
+    "dependencies": [Depends(require_read)],
+    "response_class": Response,
+    "responses": {
         200: {"content": {BITSTREAM_TYPE: {}}, "description": "the whole container"},
         206: {"description": "one range, or multipart/byteranges for several"},
         304: {"description": "If-None-Match matched"},
         **_errors(404, 412, 416),
     },
-    summary="The container bytes, with RFC 9110 byte ranges",
-)
+}
+
+
+# Two registrations, not one api_route: each method needs its own OpenAPI operation id.
+@router.head("/image/{image_id}/bitstream", summary="The headers of the bitstream", **_BITSTREAM_ROUTE)
+@router.get("/image/{image_id}/bitstream", summary="The container bytes, with RFC 9110 byte ranges", **_BITSTREAM_ROUTE)
 async def get_bitstream(request: Request, service: ServiceDep, image_id: str) -> Response:
     """Any prefix ending at a layer boundary (`cumulative_bytes` in the info document) is a valid file."""
     _, storage, _, _ = service.parts()
@@ -305,9 +307,17 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
+# The viewer may talk to this server only: no other origin is fetched, framed or scripted.
+VIEWER_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 @router.get("/", response_class=FileResponse, include_in_schema=False)
 async def viewer(service: ServiceDep) -> FileResponse:
     index = service.settings.static_dir / "index.html"
     if not index.is_file():
         raise ApiError(404, "viewer_missing", "the viewer (static/index.html) is not installed")
-    return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-cache", **VIEWER_HEADERS})

@@ -15,6 +15,7 @@ most an orphan blob or a temp file, never a listed image with missing bytes;
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -44,6 +45,10 @@ class StorageError(Exception):
 
 class StorageFullError(StorageError):
     """No space left for a new bitstream (HTTP 507)."""
+
+
+class ImageDeleted(StorageError):
+    """The image was deleted while a request was reading it (HTTP 404, WebSocket 4404)."""
 
 
 def _translate(error: Exception, action: str) -> StorageError:
@@ -142,7 +147,7 @@ class FileBlobStore:
             os.replace(temporary, final)
             _fsync_directory(final.parent)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
+            _discard(temporary)
             raise _translate(error, "write the bitstream") from error
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
@@ -171,7 +176,7 @@ class FileBlobStore:
         except OSError as error:
             raise _translate(error, "write to the data directory") from error
         finally:
-            probe.unlink(missing_ok=True)
+            _discard(probe)
 
     def sweep(self, live: set[str], grace: float = ORPHAN_GRACE_SECONDS) -> int:
         """Remove temp files and blobs without an index row, once older than `grace` seconds."""
@@ -194,6 +199,13 @@ class FileBlobStore:
         for directory in self.root.iterdir():
             if directory.is_dir():
                 yield from directory.iterdir()
+
+
+def _discard(path: Path) -> None:
+    """Remove a temp or probe file if possible. A read-only directory refuses even this (EROFS), and the
+    error being handled already says why; sweep() removes whatever stays behind."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -360,16 +372,20 @@ class Storage:
         return self.index.get(image_id) if valid_id(image_id) else None
 
     def read(self, image: StoredImage, start: int = 0, end: int | None = None) -> bytes:
-        """Bytes [start, end) of a stored bitstream; StorageError when the blob has gone."""
+        """Bytes [start, end) of a stored bitstream; ImageDeleted when a delete came first, StorageError
+        when the blob has gone while its row is still there."""
         try:
             return self.blobs.read(image.id, start, end)
         except FileNotFoundError as error:
+            if self.index.get(image.id) is None:
+                raise ImageDeleted(f"image {image.id} was deleted") from error
             raise StorageError(f"the bitstream of {image.id} is missing") from error
 
     def delete(self, image_id: str) -> bool:
         if not valid_id(image_id) or not self.index.delete(image_id):
             return False
-        self.blobs.delete(image_id)
+        with contextlib.suppress(StorageError):  # the row is gone, so is the image; sweep() removes the blob
+            self.blobs.delete(image_id)
         return True
 
     def page(self, limit: int, after: int | None) -> tuple[list[StoredImage], int | None]:

@@ -36,7 +36,7 @@ from server.errors import as_api_error
 from server.jobs import PoolBusy
 from server.schemas import PROTOCOL_VERSION, info_document
 from server.service import Service, get_service, read_allowed
-from server.storage import StorageError, StoredImage, valid_id
+from server.storage import ImageDeleted, StorageError, StoredImage, valid_id
 
 router = APIRouter()
 log = logging.getLogger("server.ws")
@@ -165,6 +165,9 @@ class Stream:
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.wait({sender, receiver})
+            for task in (sender, receiver):  # retrieved: a send cut short by the client's hang-up is no error
+                if not task.cancelled():
+                    task.exception()
         first = sender if sender in done else receiver
         outcome = first.exception() if not first.cancelled() else None
         if self.disconnected and not isinstance(outcome, Close):
@@ -184,11 +187,12 @@ class Stream:
             await _close(self.websocket, SERVER_ERROR, "server error")
 
     async def _send(self, message: str | bytes) -> None:
-        try:
-            if isinstance(message, bytes):
-                await asyncio.wait_for(self.websocket.send_bytes(message), self.settings.ws_send_timeout)
-            else:
-                await asyncio.wait_for(self.websocket.send_text(message), self.settings.ws_send_timeout)
+        try:  # asyncio.timeout, not wait_for: wait_for (3.11) swallows a cancel that meets a finished send
+            async with asyncio.timeout(self.settings.ws_send_timeout):
+                if isinstance(message, bytes):
+                    await self.websocket.send_bytes(message)
+                else:
+                    await self.websocket.send_text(message)
         except TimeoutError as error:
             raise SendTimeout() from error
         self.service.metrics.ws_bytes.inc(len(message))
@@ -198,6 +202,8 @@ class Stream:
         assert storage is not None
         try:
             data = await asyncio.to_thread(storage.read, self.image, start, end)
+        except ImageDeleted as error:
+            raise Close(UNKNOWN_IMAGE, "no image with this id") from error
         except StorageError as error:
             raise Close(SERVER_ERROR, "storage_unavailable") from error
         if len(data) != end - start:
@@ -220,7 +226,8 @@ class Stream:
             while self.flow.allowed < layer.index:
                 self.flow.changed.clear()
                 try:
-                    await asyncio.wait_for(self.flow.changed.wait(), self.settings.ws_idle_timeout)
+                    async with asyncio.timeout(self.settings.ws_idle_timeout):
+                        await self.flow.changed.wait()
                 except TimeoutError:
                     raise Close(IDLE, "idle: no credit granted") from None
             payload = await self._read(layer.offset, layer.end)
@@ -245,7 +252,7 @@ class Stream:
             mapped = as_api_error(error)
             if mapped is None:
                 raise
-            raise Close(SERVER_ERROR, mapped.code) from error
+            raise Close(UNKNOWN_IMAGE if mapped.status == 404 else SERVER_ERROR, mapped.code) from error
         announce = {
             "type": "preview",
             "layer": layer,
@@ -274,7 +281,7 @@ class Stream:
     def _handle(self, text: str) -> None:
         try:
             request = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays, well within the size limit
             raise Close(POLICY, "messages must be JSON objects") from None
         if not isinstance(request, dict):
             raise Close(POLICY, "messages must be JSON objects")
