@@ -86,6 +86,8 @@ def write_model_card(
         "batch 8 on the CPU in float32 (bf16 autocast ran 10–16× slower on this CPU, which lacks AVX-512).",
         "- **Log**: `weights/training_log.csv` (step, seconds, loss, estimated bpp and PSNR per layer on the "
         "validation crops).",
+        "- **Schedule**: training ran as many resumed runs; the λ and learning-rate changes between them, "
+        "with the steps at which they happened, are in `weights/training_history.md`.",
     ]
     if last:
         per_layer = [f"layer {k}: {last[f'bpp{k}']} bpp / {last[f'psnr{k}']} dB" for k in range(1, config.layers + 1)]
