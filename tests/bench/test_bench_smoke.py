@@ -1,0 +1,165 @@
+"""Both benchmarks run end to end on a tiny configuration and write reports with every section.
+
+Benchmarks are not tests: nothing here looks at how fast anything was, only that each command
+measured every configuration and wrote its figures where bench/README.md says it does.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import codec as codec_bench
+from bench import report
+from bench import service as service_bench
+from tests.harness import make_image
+
+FIGURE = r"\d+(\.\d+)? m?s"  # a duration as report.seconds writes it
+
+
+@pytest.fixture
+def tiny_images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(2):
+        (folder / f"picture{index}.png").write_bytes(make_image(64, 48, seed=index))
+    return folder
+
+
+def section(text: str, heading: str) -> str:
+    """The text under `heading`, up to the next heading."""
+    start = text.index(heading) + len(heading)
+    following = text.find("\n#", start)
+    return text[start : following if following != -1 else len(text)]
+
+
+def rows(text: str, first_cell: str) -> list[list[str]]:
+    """The cells of every table row whose first cell is `first_cell`."""
+    found = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            found.append(cells)
+    return found
+
+
+def test_codec_benchmark_measures_every_codec_and_writes_its_sections(
+    tmp_path: Path, tiny_images: Path, weights_path: Path
+) -> None:
+    results, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nkept by hand\n")
+    codec_bench.main(
+        [
+            "--images", str(tiny_images), "--count", "1", "--repeats", "1", "--threads", "1",
+            "--sizes", "64x64", "--bmshj-qualities", "1", "--no-profile", "--weights", str(weights_path),
+            "--results", str(results), "--readme", str(readme),
+        ]
+    )  # fmt: skip
+    text = results.read_text()
+    for heading in (
+        "## Codec: encode and progressive decode",
+        "### At 64x64",
+        "### Per layer at 64x64",
+        "### Cost against image size (ours)",
+        "### Memory against image size",
+        "### Where the time goes",
+    ):
+        assert heading in text
+    assert "failed" not in text
+    assert "training run (`python -m codec train`)" in text
+    (ours,) = rows(text, "ours (float64)")
+    (jpeg2000,) = rows(text, "JPEG 2000, 6 quality layers")
+    (bmshj,) = rows(text, row_name(text, "bmshj2018-hyperprior q1"))
+    for row in (ours, jpeg2000, bmshj):
+        assert re.fullmatch(FIGURE, row[2]), row  # encode
+        assert re.fullmatch(FIGURE, row[3]), row  # first layer
+    assert re.fullmatch(r"\d+\.\d\d×", jpeg2000[7]) and re.fullmatch(r"\d+\.\d\d×", bmshj[7])
+    per_layer = section(text, "### Per layer at 64x64")
+    for layer in range(1, 7):
+        (row,) = rows(per_layer, str(layer))
+        assert re.fullmatch(FIGURE, row[2]), row
+    (scaling,) = rows(section(text, "### Cost against image size (ours)"), "64x64")
+    assert re.fullmatch(FIGURE, scaling[5]), scaling
+    (memory,) = rows(section(text, "### Memory against image size"), "64x64")
+    assert re.fullmatch(r"\d+ MiB", memory[2]), memory
+    headline = readme.read_text()
+    assert headline.startswith("# Benchmarks\n\nkept by hand\n")
+    assert "<!-- bench.codec:start -->" in headline
+    assert re.search(rf"\| encode, all layers \| {FIGURE} \|", headline)
+
+
+def row_name(text: str, prefix: str) -> str:
+    """The first cell of the row that starts with `prefix` (names carry details after it)."""
+    match = re.search(rf"^\| ({re.escape(prefix)}[^|]*?) \|", text, re.MULTILINE)
+    assert match, f"no row {prefix!r}"
+    return match.group(1)
+
+
+def test_service_benchmark_measures_every_phase_and_writes_its_sections(
+    tmp_path: Path, tiny_images: Path, weights_path: Path
+) -> None:
+    results, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    service_bench.main(
+        [
+            "--images", str(tiny_images), "--count", "2", "--duration", "0.3", "--upload-duration", "0.5",
+            "--concurrency", "2", "--uncached-concurrency", "1", "--streams", "2", "--uploads", "2",
+            "--burst", "3", "--workers", "1", "--queue-size", "1", "--weights", str(weights_path),
+            "--results", str(results), "--readme", str(readme),
+        ]
+    )  # fmt: skip
+    text = results.read_text()
+    for heading in (
+        "## Service: HTTP and WebSocket on loopback",
+        "### Progressive delivery of one stored Kodak image (64×48)",
+        "### HTTP requests",
+        "### Concurrent WebSocket streams",
+        "### Uploads: encode throughput",
+        "### Saturation: the 429 answer",
+    ):
+        assert heading in text
+    servers = ["ours", "Starlette StaticFiles"] + (["nginx"] if shutil.which("nginx") else [])
+    for request in ("picture, cached (`?layers=6`)", "bitstream `Range` (header + layer 1)"):
+        found = {row[1]: row for row in rows(text, request)}
+        assert sorted(found) == sorted(servers)
+        for row in found.values():
+            assert float(row[3]) > 0 and row[7] == "0", row  # req/s, and no errors
+    for layers in (1, 6):
+        (uncached,) = rows(text, f"picture, uncached (`?layers={layers}`, no decoder kept)")
+        assert re.fullmatch(FIGURE, uncached[4]), uncached
+    (streams,) = rows(section(text, "### Concurrent WebSocket streams"), "2")
+    assert streams[4] == "0", streams  # WebSocket errors
+    (saturation,) = rows(section(text, "### Saturation: the 429 answer"), "3")
+    assert int(saturation[2]) + int(saturation[3]) == 3 and int(saturation[2]) >= 1, saturation
+    assert re.search(rf"\| WebSocket open → first layer's bytes \| {FIGURE} \|", readme.read_text())
+
+
+def test_sections_replace_only_themselves(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    report.write_section("bench.codec", "codec figures 1", results)
+    results.write_text(results.read_text() + "\nA closing note written by hand.\n")
+    report.write_section("bench.service", "service figures", results)
+    report.write_section("bench.codec", "codec figures 2", results)
+    text = results.read_text()
+    assert "codec figures 2" in text and "codec figures 1" not in text
+    assert "service figures" in text and "A closing note written by hand." in text
+    assert text.index("codec figures 2") < text.index("A closing note") < text.index("service figures")
+
+
+def test_profile_summary_attributes_samples_to_call_sites_and_leaves() -> None:
+    encode = "<module> (run.py:1);encode (codec/api.py:140);encode_layer (codec/coding.py:{line});{leaf}"
+    decode = "<module> (run.py:2);Decoder.decode (codec/api.py:222);decode_layer (codec/coding.py:60);{leaf}"
+    raw = "\n".join(
+        [
+            encode.format(line=29, leaf="conv2d (torch/nn/functional.py:10)") + " 30",
+            encode.format(line=34, leaf="compress (compressai/entropy_models.py:5)") + " 10",
+            decode.format(leaf="decompress (compressai/entropy_models.py:9)") + " 4",
+            "<module> (run.py:3);load_model (codec/api.py:100) 50",
+        ]
+    )
+    summary = codec_bench.summarise_profile(raw)
+    assert summary["encode"]["samples"] == 40 and summary["decode"]["samples"] == 4
+    assert summary["encode"]["sites"] == [(("codec/coding.py", 29), 30), (("codec/coding.py", 34), 10)]
+    assert summary["decode"]["leaves"] == [("decompress (compressai/entropy_models.py:9)", 4)]
