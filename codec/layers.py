@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -43,15 +42,3 @@ class ConvLSTMCell(nn.Module):
         cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
         hidden = torch.sigmoid(o) * torch.tanh(cell)
         return hidden, (hidden, cell)
-
-
-class UpShuffle(nn.Module):
-    """3x3 convolution followed by pixel shuffle: a cheap learned upsampler."""
-
-    def __init__(self, in_channels: int, out_channels: int, factor: int = 2) -> None:
-        super().__init__()
-        self.conv = conv3x3(in_channels, out_channels * factor * factor)
-        self.factor = factor
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.pixel_shuffle(self.conv(x), self.factor)
