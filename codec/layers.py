@@ -1,4 +1,4 @@
-"""Small building blocks of the codec: recurrent cells and resampling convolutions.
+"""Small building blocks of the codec: the ConvLSTM cell and convolution helpers.
 
 Everything here is plain float arithmetic. The layers whose outputs must be
 bit-exact on every machine (the entropy-parameter path) live in `codec.exact`.
