@@ -124,8 +124,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    import torch
+
     from codec.evaluate import evaluate_directory
 
+    torch.set_num_threads(max(1, torch.get_num_threads() - 1))  # one core for the baseline process
     model = _load(args.weights, args.device)
     evaluate_directory(model, Path(args.directory), Path(args.out), limit=args.limit, anchors=Path(args.anchors))
 
