@@ -18,6 +18,7 @@ client and browser tests:
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -163,3 +164,20 @@ class ServerFactory:
 
 def upload(writer: httpx.Client, data: bytes, name: str = "image.png", mime: str = "image/png") -> httpx.Response:
     return writer.post("/encode", files={"file": (name, data, mime)})
+
+
+def raw_websocket(port: int, path: str) -> socket.socket:
+    """A WebSocket handshake on a socket with a tiny receive buffer, so that not reading stalls the sender."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock

@@ -4,7 +4,6 @@ close the stream with the documented code, and clients that vanish mid-layer fre
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -17,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from server.config import Settings
-from tests.harness import WRITE_KEY, RunningServer, ServerFactory, make_image, upload
+from tests.harness import WRITE_KEY, RunningServer, ServerFactory, make_image, raw_websocket, upload
 
 from . import hostile
 
@@ -59,23 +58,6 @@ def test_bad_client_message(ws_base: str, uploaded: dict, message: str | bytes, 
         assert close_of(ws) == code
 
 
-def raw_stream(port: int, path: str) -> socket.socket:
-    """A WebSocket handshake on a plain socket with a tiny receive buffer, so the server blocks mid-layer."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def reset(sock: socket.socket) -> None:
     """Close with a TCP reset, as a crashed client or a dropped network would."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -96,7 +78,7 @@ def test_clients_that_vanish_mid_layer(writer: httpx.Client, server: RunningServ
     log_start = len(server.log())
     path = f"/ws/image/{document['id']}?credit=255"
     for _ in range(3):  # a reset in the middle of layer 1
-        sock = raw_stream(server.port, path)
+        sock = raw_websocket(server.port, path)
         received = 0
         while received < document["header_bytes"] + 20_000:  # the info, the header and part of layer 1
             received += len(sock.recv(4096))

@@ -5,38 +5,22 @@ then another client deleted the image before its bytes were read. The answer is 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from server.app import create_app
-from server.config import Settings
 from server.storage import StoredImage
 from tests.harness import WRITE_KEY, make_image
+from tests.in_process import TestClient, running
 
 from .answers import error_code
-
-with warnings.catch_warnings():  # Starlette prefers `httpx2` for its test client; httpx works the same here
-    warnings.simplefilter("ignore", UserWarning)
-    from starlette.testclient import TestClient
 
 
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> Iterator[TestClient]:
-    root = tmp_path_factory.mktemp("races")
-    settings = Settings(
-        data_dir=root / "data",
-        weights=weights_path,
-        torch_threads=1,
-        write_key=WRITE_KEY,
-        static_dir=root / "static",
-        decoder_cache=0,
-        picture_cache_bytes=0,
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with running(tmp_path_factory.mktemp("races"), weights_path, decoder_cache=0, picture_cache_bytes=0) as client:
         yield client
 
 

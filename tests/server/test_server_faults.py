@@ -4,39 +4,16 @@ damaged blobs, full or unwritable storage, other weights, bugs, read keys, the v
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from tests.harness import WRITE_KEY, make_image
-
-with warnings.catch_warnings():  # Starlette prefers `httpx2` for its test client; httpx works the same here
-    warnings.simplefilter("ignore", UserWarning)
-    from starlette.testclient import TestClient
-
-from server.app import create_app
-from server.config import Settings
 from server.storage import StorageError, StorageFullError
+from tests.harness import WRITE_KEY, make_image
+from tests.in_process import TestClient, running
 
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
-
-
-@contextmanager
-def running(tmp_path: Path, weights: Path, **overrides) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        weights=weights,
-        torch_threads=1,
-        write_key=WRITE_KEY,
-        static_dir=tmp_path / "static",
-        **overrides,
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
 
 
 def store(client: TestClient, width: int = 32, height: int = 24) -> dict:

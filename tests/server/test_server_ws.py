@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
-import os
-import socket
 import time
 
 import httpx
@@ -17,7 +14,7 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.harness import RunningServer, make_image, upload
+from tests.harness import RunningServer, make_image, raw_websocket, upload
 
 
 def close_code(ws, timeout: float = 20.0) -> tuple[int, str, list]:
@@ -165,23 +162,6 @@ def test_concurrent_streams_are_bounded(ws_base: str, uploaded: dict, server: Ru
         time.sleep(0.2)
     with connect(url + "?credit=255") as ws:
         assert close_code(ws)[0] == 1000
-
-
-def raw_websocket(port: int, path: str) -> socket.socket:
-    """A WebSocket handshake on a socket with a tiny receive buffer, so that not reading stalls the sender."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 def test_a_client_that_stops_reading_is_dropped_without_buffering(writer: httpx.Client, server: RunningServer) -> None:
