@@ -32,6 +32,35 @@ def _last_validation(log: Path) -> dict[str, str] | None:
     return rows[-1] if rows else None
 
 
+def plot_training_curve(log: Path, output: Path) -> bool:
+    """PSNR and estimated bpp of every layer on the validation crops against the step; False without a log."""
+    if not log.exists():
+        return False
+    rows = list(csv.DictReader(log.open()))
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [int(row["step"]) for row in rows]
+    layers = sorted(int(name[4:]) for name in rows[0] if name.startswith("psnr"))
+    figure, (quality, rate) = plt.subplots(1, 2, figsize=(11, 4))
+    for k in layers:
+        quality.plot(steps, [float(row[f"psnr{k}"]) for row in rows], label=f"layer {k}")
+        rate.plot(steps, [float(row[f"bpp{k}"]) for row in rows], label=f"layer {k}")
+    quality.set(xlabel="step", ylabel="PSNR (dB)", title="Validation crops: quality after each layer")
+    rate.set(xlabel="step", ylabel="bpp (estimated)", title="Rate up to each layer")
+    for axes in (quality, rate):
+        axes.grid(alpha=0.3)
+    quality.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(output, dpi=90)
+    plt.close(figure)
+    return True
+
+
 def write_model_card(
     model: ScalableCodec, weights: Path, evaluation: Path, log: Path, output: Path, hardware: str | None = None
 ) -> str:
@@ -111,6 +140,14 @@ def write_model_card(
         "![RD curves](../results/rd.png)",
         "",
     ]
+    curve = output.with_name("training_curve.png")
+    if plot_training_curve(log, curve):
+        lines[lines.index("## Kodak (24 images, real file sizes)") : 0] = [
+            "## Training curve",
+            "",
+            f"![Validation PSNR and rate against the step]({curve.name})",
+            "",
+        ]
     text = "\n".join(lines)
     output.write_text(text)
     return text
