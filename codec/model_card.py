@@ -111,7 +111,8 @@ def write_model_card(
         "- **Loss**: Σ_k [R_≤k + λ_k·255²·MSE_k] / K over the layers, rates from additive uniform noise, "
         "straight-through rounding into the decoder and the hyper-decoder.",
         f"- **λ per layer**: {lambdas}",
-        "- **Optimiser**: Adam, learning rate 5·10⁻⁴ (10× for the per-layer gains), gradient norm clipped at 5; "
+        "- **Optimiser**: Adam, learning rate 5·10⁻⁴ then 1.5·10⁻⁴ (see the schedule; 10× for the per-layer "
+        "gains), gradient norm clipped at 5; "
         "batch 8 on the CPU in float32 (bf16 autocast ran 10–16× slower on this CPU, which lacks AVX-512).",
         "- **Log**: `weights/training_log.csv` (step, seconds, loss, estimated bpp and PSNR per layer on the "
         "validation crops).",
