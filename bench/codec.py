@@ -528,14 +528,19 @@ def memory_note(outcomes: list[Outcome], args: argparse.Namespace) -> str:
         encode_work, decode_work = working_memory(largest.timings)
         per_mp = max(encode_work, decode_work) / largest.size.megapixels
         ram = psutil.virtual_memory().total
-        lines.append(
-            f"The codec codes the whole picture at once (no tiles): its working memory grows linearly with the "
-            f"pixel count, {report.mebibytes(per_mp)} per megapixel at {largest.size} (float64 activations). "
-            f"Projected: {per_mp * 16 / 2**30:.1f} GiB for the server's default `max_pixels` (16 MP) and "
-            f"{per_mp * 64 / 2**30:.1f} GiB at the codec's 64 MP limit; this machine has {ram / 2**30:.1f} GiB, "
-            f"so a single upload runs out of memory above about {ram / per_mp:.0f} MP, and concurrent "
-            f"workers divide that."
-        )
+        if per_mp <= 0:  # small pictures fit in memory the process already held: nothing to project from
+            lines.append(
+                f"At {largest.size} the work fitted in memory the process already held; measure a larger size."
+            )
+        else:
+            lines.append(
+                f"The codec codes the whole picture at once (no tiles): its working memory grows linearly with the "
+                f"pixel count, {report.mebibytes(per_mp)} per megapixel at {largest.size} (float64 activations). "
+                f"Projected: {per_mp * 16 / 2**30:.1f} GiB for the server's default `max_pixels` (16 MP) and "
+                f"{per_mp * 64 / 2**30:.1f} GiB at the codec's 64 MP limit; this machine has {ram / 2**30:.1f} GiB, "
+                f"so a single upload runs out of memory above about {ram / per_mp:.0f} MP, and concurrent "
+                f"workers divide that."
+            )
     for outcome in failed:
         lines.append(f"At {outcome.size} ({outcome.threads} thread(s)) the run failed: {outcome.error}.")
     return "\n\n".join(lines) + "\n"
