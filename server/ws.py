@@ -105,38 +105,42 @@ async def stream_image(websocket: WebSocket, image_id: str) -> None:
     service = get_service(websocket)
     await websocket.accept()
     query = websocket.query_params
+    slot = False
     try:
-        if not read_allowed(websocket, query.get("key")):
-            raise Close(UNAUTHORIZED, "read key required")
-        previews = query.get("previews")
-        if previews is not None and previews not in PICTURE_FORMATS:
-            raise Close(POLICY, "previews must be png, webp or jpeg")
-        credit = _query_int(query.get("credit"), service.settings.ws_initial_credit)
-        if credit is None or credit > 255:
-            raise Close(POLICY, "credit must be an integer 0..255")
-        if service.streams >= service.settings.ws_max_streams:
-            service.metrics.ws_rejected.inc()
-            raise Close(TOO_MANY_STREAMS, "too many streams; retry later")
-        storage = service.storage
-        if storage is None or service.reconstructions is None:
-            raise Close(TRY_LATER, "not ready")
         try:
-            image = await asyncio.to_thread(storage.get, image_id) if valid_id(image_id) else None
-        except StorageError:
-            raise Close(SERVER_ERROR, "storage_unavailable") from None
-        if image is None:
-            raise Close(UNKNOWN_IMAGE, "no image with this id")
-    except Close as close:
-        await _close(websocket, close.code, close.reason)
-        return
-
-    service.streams += 1
-    service.metrics.ws_streams.set(service.streams)
-    try:
+            if not read_allowed(websocket, query.get("key")):
+                raise Close(UNAUTHORIZED, "read key required")
+            previews = query.get("previews")
+            if previews is not None and previews not in PICTURE_FORMATS:
+                raise Close(POLICY, "previews must be png, webp or jpeg")
+            credit = _query_int(query.get("credit"), service.settings.ws_initial_credit)
+            if credit is None or credit > 255:
+                raise Close(POLICY, "credit must be an integer 0..255")
+            if service.streams >= service.settings.ws_max_streams:
+                service.metrics.ws_rejected.inc()
+                raise Close(TOO_MANY_STREAMS, "too many streams; retry later")
+            # The slot is taken with the check, before any await: handshakes arriving together cannot all
+            # pass the check before one of them counts (the storage lookup below awaits).
+            service.streams += 1
+            slot = True
+            service.metrics.ws_streams.set(service.streams)
+            storage = service.storage
+            if storage is None or service.reconstructions is None:
+                raise Close(TRY_LATER, "not ready")
+            try:
+                image = await asyncio.to_thread(storage.get, image_id) if valid_id(image_id) else None
+            except StorageError:
+                raise Close(SERVER_ERROR, "storage_unavailable") from None
+            if image is None:
+                raise Close(UNKNOWN_IMAGE, "no image with this id")
+        except Close as close:
+            await _close(websocket, close.code, close.reason)
+            return
         await Stream(service, websocket, image, previews, credit).run()
     finally:
-        service.streams -= 1
-        service.metrics.ws_streams.set(service.streams)
+        if slot:
+            service.streams -= 1
+            service.metrics.ws_streams.set(service.streams)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:

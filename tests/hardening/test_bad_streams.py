@@ -4,6 +4,7 @@ close the stream with the documented code, and clients that vanish mid-layer fre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -118,4 +120,47 @@ def test_a_refused_stream_frees_its_slot_at_once(server_factory: ServerFactory) 
             ws.send("not json")
             assert close_of(ws, timeout=30) == POLICY
         wait_for_no_streams(server, timeout=30)
+    server.stop()
+
+
+def test_simultaneous_connects_never_exceed_the_stream_limit(server_factory: ServerFactory) -> None:
+    """40 clients connect at the same moment to a server allowing 3 streams: at most 3 get their `info`,
+    every other one is closed with 4429, and the streams gauge never reads more than 3. (The slot used to
+    be taken only after the storage lookup, so every handler passed the check before any counted.)"""
+    limit, clients = 3, 40
+    env = {"CODEC_SERVER_WRITE_KEY": WRITE_KEY, "CODEC_SERVER_WS_MAX_STREAMS": str(limit),
+           "CODEC_SERVER_WS_IDLE_TIMEOUT": "600"}  # fmt: skip
+    server = server_factory.start(env)
+    with httpx.Client(base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {WRITE_KEY}"}) as http:
+        image_id = upload(http, make_image(24, 16)).json()["id"]
+    url = f"{server.ws_url}/ws/image/{image_id}"
+
+    async def first_message(ws) -> str | int:
+        """"info" when the stream was admitted, else the close code."""
+        try:
+            return json.loads(await asyncio.wait_for(ws.recv(), 60))["type"]
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "the connection dropped without a close frame"
+            return closed.rcvd.code
+
+    async def run() -> tuple[list[str | int], float, float]:
+        sockets = await asyncio.gather(*(connect_async(url, open_timeout=60) for _ in range(clients)))
+        try:
+            outcomes = await asyncio.gather(*(first_message(ws) for ws in sockets))
+            # every admitted stream is still open (no credit, a long idle timeout): the gauge at its peak
+            gauge = await asyncio.to_thread(server.metric, "codec_server_ws_streams")
+            rejected = await asyncio.to_thread(server.metric, "codec_server_ws_rejected_total")
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets))
+        return outcomes, gauge, rejected
+
+    outcomes, gauge, rejected = asyncio.run(run())
+    admitted = outcomes.count("info")
+    assert admitted <= limit, f"{admitted} of {clients} simultaneous clients got a stream; the limit is {limit}"
+    assert gauge <= limit
+    assert admitted >= 1 and gauge == admitted
+    assert sorted(set(outcomes) - {"info"}) == [4429] and rejected == clients - admitted
+    wait_for_no_streams(server, timeout=30)
+    with connect(url + "?credit=255") as ws:  # every slot came back
+        assert close_of(ws) == 1000
     server.stop()
