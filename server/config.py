@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     )
     shutdown_timeout: int = Field(5, ge=0, description="seconds open connections get on shutdown")
 
+    @field_validator("write_key", "read_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty (or blank) key is no key: `KEY: ${KEY:-}` in docker-compose.yml passes "" when the
+        host sets nothing, and a key "" would refuse every request. Surrounding spaces are dropped, as
+        they are from the Bearer token."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
     @field_validator("cors_origins", "allowed_formats", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -7,6 +7,7 @@ compared with the README's install steps.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -76,6 +77,33 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert all(key.startswith("CODEC_SERVER_") for key in service["environment"])
     text = (REPO / "docker-compose.yml").read_text()
     assert "reservations:" in text and "capabilities: [gpu]" in text
+
+
+def test_compose_environment_leaves_the_server_open_by_default(tmp_path: Path, monkeypatch) -> None:
+    """The environment as `docker-compose config` resolves it on a host that sets nothing (no CODEC_*
+    variable, an empty .env): the settings built from it have no write key, no read key and no CORS
+    origins. (`${CODEC_SERVER_WRITE_KEY:-}` resolves to the empty string, which used to be a key.)"""
+    from server.config import Settings
+
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose (Debian package) resolves the compose file; see scripts/ensure-system-packages"
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("")
+    host_env = {name: value for name, value in os.environ.items() if not name.startswith("CODEC_")}
+    result = subprocess.run(
+        [compose, "-f", str(REPO / "docker-compose.yml"), "--env-file", str(empty_env_file), "config"],
+        capture_output=True, text=True, env=host_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    environment = yaml.safe_load(result.stdout)["services"]["codec"]["environment"]
+    assert {"CODEC_SERVER_WRITE_KEY", "CODEC_SERVER_READ_KEY", "CODEC_SERVER_CORS_ORIGINS"} <= set(environment)
+    for name in [name for name in os.environ if name.startswith("CODEC_SERVER_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(value))
+    settings = Settings()
+    assert settings.write_key is None and settings.read_key is None and settings.cors_origins == []
+    assert (settings.host, settings.port, str(settings.data_dir)) == ("0.0.0.0", 8000, "/data")
 
 
 def test_torch_pair_is_pinned() -> None:

@@ -58,6 +58,34 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "secret" not in repr(settings)
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    """`KEY: ${KEY:-}` in docker-compose.yml passes the empty string when the host has no such variable:
+    that must mean "no key" (an empty write key used to answer 401 to every upload)."""
+    for name in ("WRITE_KEY", "READ_KEY", "CORS_ORIGINS"):
+        monkeypatch.setenv(f"CODEC_SERVER_{name}", blank)
+    settings = Settings()
+    assert settings.write_key is None and settings.read_key is None and settings.cors_origins == []
+    assert Settings(write_key=blank, read_key=blank).write_key is None  # the same through arguments
+    monkeypatch.setenv("CODEC_SERVER_WRITE_KEY", " secret ")
+    assert Settings().write_key.get_secret_value() == "secret"  # the Bearer token is stripped too
+
+
+def test_an_empty_write_key_leaves_uploads_open(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, weights_path: Path
+) -> None:
+    from tests.in_process import TestClient, create_app
+    from tests.harness import make_image
+
+    monkeypatch.setenv("CODEC_SERVER_WRITE_KEY", "")
+    monkeypatch.setenv("CODEC_SERVER_READ_KEY", "")
+    settings = Settings(data_dir=tmp_path / "data", weights=weights_path, torch_threads=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.post("/encode", files={"file": ("a.png", make_image(24, 16), "image/png")})
+        assert response.status_code == 201, response.text
+        assert client.get(response.json()["urls"]["info"]).status_code == 200
+
+
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CODEC_SERVER_PORT", "9001")
     monkeypatch.setenv("CODEC_SERVER_WORKERS", "3")
