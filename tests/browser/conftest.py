@@ -1,4 +1,5 @@
-"""Fixtures of the browser tests: a real server for the viewer, headless Chromium, a Kodak picture."""
+"""Fixtures of the browser tests: a real server for the viewer, headless Chromium, a Kodak picture
+(from tests/data, so that a bare clone runs them)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ VIEWER_ENV = {
     "CODEC_SERVER_QUEUE_SIZE": "4",
     "CODEC_SERVER_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
 }
-KODAK = REPO.parent / "shared" / "data" / "kodak"
-KODAK_SIZE = (192, 128)  # a quarter of kodim23: the untrained test model is slow on full-size pictures
+KODAK_PICTURE = REPO / "tests" / "data" / "kodim23-384x256.png"  # the centre of kodim23 (tests/data/README.md)
+KODAK_SIZE = (192, 128)  # the crop halved: the untrained test model is slow on large pictures
 
 
 @pytest.fixture(scope="session")
@@ -75,10 +76,8 @@ def viewer(page: Page, viewer_server: RunningServer) -> ViewerPage:
 
 @pytest.fixture(scope="session")
 def kodak_picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """kodim23 downscaled with Lanczos to 192x128, as a PNG file to upload."""
-    source = KODAK / "kodim23.png"
-    if not source.is_file():
-        pytest.fail(f"{source} is missing: the Kodak suite lives in ../shared/data/kodak", pytrace=False)
+    """The centre of kodim23 downscaled with Lanczos to 192x128, as a PNG file to upload."""
+    source = KODAK_PICTURE
     path = tmp_path_factory.mktemp("kodak") / "kodim23-192x128.png"
     with Image.open(source) as image:
         image.convert("RGB").resize(KODAK_SIZE, Image.Resampling.LANCZOS).save(path)

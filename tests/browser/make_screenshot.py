@@ -3,7 +3,8 @@
     python -m tests.browser.make_screenshot --weights weights/codec.pt
 
 Starts a server of its own on loopback (writes open, data in a temporary folder) and uploads the
-centre of a Kodak picture (384x256, so that the panel shows it enlarged) through the page over a
+centre of a Kodak picture (384x256, so that the panel shows it enlarged; by default the crop of kodim23
+in tests/data, or `--image` any picture, e.g. ../shared/data/kodak/kodim05.png) through the page over a
 simulated 256 kbit/s link. The page's request for layer 2 is held
 back (Playwright routes the WebSocket) until the reconstruction panel has been photographed with
 layer 1 alone; then the stream goes on, and the panel is photographed again with every layer.
@@ -27,7 +28,7 @@ from tests.browser.viewer_page import DELIVERY_TIMEOUT_MS, ViewerPage
 from tests.harness import REPO, ServerFactory
 
 OUTPUT = REPO / "docs" / "viewer-refinement.png"
-KODAK_PICTURE = REPO.parent / "shared" / "data" / "kodak" / "kodim23.png"
+KODAK_PICTURE = REPO / "tests" / "data" / "kodim23-384x256.png"  # the centre of kodim23 (tests/data/README.md)
 LINK = "256000"  # bit/s
 CROP = (384, 256)
 FIRST_LAYER_SHOWN = """() => document.getElementById('reconstruction').dataset.layer === '1'

@@ -32,6 +32,8 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert commands[-1] == "make test"
+    cloned = any(c.startswith("git clone ") for c in commands) and commands[-2].startswith("cd ")
+    assert cloned, ".ci/run runs `make test` in a fresh clone, with no ../shared beside it"
     assert "make test" in readme()
     assert "make serve" in readme()
 
