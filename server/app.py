@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codec.errors import CodecError
@@ -187,6 +188,37 @@ class _TooLarge(Exception):
     pass
 
 
+class HeadLikeGet:
+    """HEAD wherever GET works (RFC 9110 9.3.2): a HEAD that no route declares is answered as the GET
+    would be, status and headers (Content-Length included), without the body. Routes that declare HEAD
+    themselves (the bitstream, static files) answer it as they do."""
+
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        self.app = app
+        self.router = router
+
+    def _matches(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is Match.FULL for route in self.router.routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or self._matches(scope):
+            await self.app(scope, receive, send)
+            return
+        as_get = {**scope, "method": "GET"}
+        if not self._matches(as_get):
+            await self.app(scope, receive, send)  # no GET either: 404 or 405 as usual
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(as_get, receive, headers_only)
+
+
 class ExplicitCORS(CORSMiddleware):
     """Starlette's CORS, except that a refused preflight answers the JSON error shape like every other error."""
 
@@ -214,6 +246,7 @@ def create_app(settings: Settings | None = None, codec: tuple[ScalableCodec, str
     app.include_router(routes.router)
     app.include_router(ws.router)
     app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
+    app.add_middleware(HeadLikeGet, router=app.router)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -405,6 +405,36 @@ def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 200
 
 
+HEAD_COMPARED = ("content-type", "content-length", "etag", "cache-control", "x-layers", "content-security-policy")
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/", "/health", "info", "image", "image?layers=1&format=webp", "/ready", "/metrics", "/images", "/openapi.json"],
+)
+def test_head_wherever_get_works(client: httpx.Client, uploaded: dict, target: str) -> None:
+    """RFC 9110 9.3.2: HEAD is answered wherever GET is, with the GET's status and headers and no body."""
+    name, _, query = target.partition("?")
+    url = uploaded["urls"][name] if name in uploaded["urls"] else name
+    url = f"{url}?{query}" if query else url
+    got = client.get(url)
+    head = client.head(url)
+    assert (head.status_code, got.status_code) == (200, 200), head.text
+    assert head.content == b""
+    if target != "/metrics":  # its numbers (and so its length) change with every request
+        assert {h: head.headers.get(h) for h in HEAD_COMPARED} == {h: got.headers.get(h) for h in HEAD_COMPARED}
+        assert int(head.headers["content-length"]) == len(got.content)
+
+
+def test_head_keeps_the_errors_and_conditions_of_get(client: httpx.Client, uploaded: dict) -> None:
+    unknown = client.head("/image/" + "0" * 32 + "/info")
+    assert unknown.status_code == 404 and unknown.content == b""
+    assert client.head(uploaded["urls"]["image"] + "?layers=0").status_code == 422
+    etag = client.get(uploaded["urls"]["info"]).headers["etag"]
+    assert client.head(uploaded["urls"]["info"], headers={"If-None-Match": etag}).status_code == 304
+    assert client.head("/encode").status_code == 405  # POST only: no GET, so no HEAD either
+
+
 def test_unknown_routes_and_methods(client: httpx.Client) -> None:
     missing = client.get("/no/such/path")
     assert missing.status_code == 404 and error_of(missing) == "not_found"
