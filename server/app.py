@@ -219,6 +219,16 @@ class HeadLikeGet:
         await self.app(as_get, receive, headers_only)
 
 
+class ViewerFiles(StaticFiles):
+    """static/ with the viewer's policy on every answer (304s too): the CSP of `/` (frame-ancestors
+    'none' among it) and nosniff."""
+
+    def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(routes.VIEWER_HEADERS)
+        return response
+
+
 class ExplicitCORS(CORSMiddleware):
     """Starlette's CORS, except that a refused preflight answers the JSON error shape like every other error."""
 
@@ -245,7 +255,7 @@ def create_app(settings: Settings | None = None, codec: tuple[ScalableCodec, str
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(ws.router)
-    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
+    app.mount("/static", ViewerFiles(directory=settings.static_dir, check_dir=False), name="static")
     app.add_middleware(HeadLikeGet, router=app.router)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     if settings.cors_origins:

@@ -111,3 +111,19 @@ def test_without_configured_origins_there_is_no_cors(default_app: TestClient) ->
         preflight = default_app.options("/encode", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
         assert preflight.status_code == 405 and preflight.json()["error"]["code"] == "method_not_allowed"
     assert str(REPO) not in default_app.get("/openapi.json").text
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in (REPO / "static").iterdir() if path.is_file()))
+def test_static_files_carry_the_viewer_policy(client: httpx.Client, name: str) -> None:
+    """Every file under /static/ answers with the viewer's CSP (frame-ancestors 'none' among it) and
+    nosniff, as `/` does: a viewer asset must not be framed, sniffed into another type or fetch elsewhere."""
+    viewer = client.get("/")
+    policy = viewer.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    for response in (client.get(f"/static/{name}"), client.head(f"/static/{name}")):
+        assert response.status_code == 200, name
+        assert response.headers.get("content-security-policy") == policy, name
+        assert response.headers.get("x-content-type-options") == "nosniff", name
+    revalidated = client.get(f"/static/{name}", headers={"If-None-Match": response.headers["etag"]})
+    assert revalidated.status_code == 304
+    assert revalidated.headers.get("x-content-type-options") == "nosniff"
