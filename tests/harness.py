@@ -95,12 +95,19 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def metric(self, name: str, labels: str = "") -> float:
-        """One sample of /metrics, e.g. metric("codec_server_cache_total", 'cache="picture",result="hit"')."""
+    def metric(self, name: str, labels: str = "", default: float | None = None) -> float:
+        """One sample of /metrics, e.g. metric("codec_server_cache_total", 'cache="picture",result="hit"').
+
+        An absent sample raises LookupError (a renamed metric must not read as 0), unless `default` is
+        given: a labelled counter has no sample before its first increment (unlabelled ones start at 0)."""
         text = httpx.get(f"{self.url}/metrics", timeout=30).text
-        selector = re.escape(name + (f"{{{labels}}}" if labels else ""))
-        match = re.search(rf"^{selector} (\S+)$", text, re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
+        sample = name + (f"{{{labels}}}" if labels else "")
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+        if match:
+            return float(match.group(1))
+        if default is None:
+            raise LookupError(f"no sample {sample} in /metrics")
+        return default
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.process.poll() is None:

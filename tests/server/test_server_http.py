@@ -395,6 +395,18 @@ def test_health_ready_metrics(client: httpx.Client, uploaded: dict) -> None:
     assert uploaded["id"] not in metrics.text
 
 
+def test_an_absent_metric_sample_raises(server) -> None:
+    """`RunningServer.metric` must not read a renamed or misspelt metric as 0: the assertions built on it
+    would pass whatever the server does. Registered counters without labels are exposed at 0 from the
+    start; a labelled one appears only at its first increment, so a reader expecting that passes `default`."""
+    with pytest.raises(LookupError, match="codec_server_no_such_metric"):
+        server.metric("codec_server_no_such_metric")
+    with pytest.raises(LookupError):
+        server.metric("codec_server_cache_total", 'cache="no-such-cache",result="hit"')
+    assert server.metric("codec_server_cache_total", 'cache="no-such-cache",result="hit"', default=0.0) == 0.0
+    assert server.metric("codec_server_ws_send_timeouts_total") >= 0  # unlabelled: present before any timeout
+
+
 def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
