@@ -136,7 +136,7 @@ def test_simultaneous_connects_never_exceed_the_stream_limit(server_factory: Ser
     url = f"{server.ws_url}/ws/image/{image_id}"
 
     async def first_message(ws) -> str | int:
-        """"info" when the stream was admitted, else the close code."""
+        """The type of the first message ("info": the stream was admitted), else the close code."""
         try:
             return json.loads(await asyncio.wait_for(ws.recv(), 60))["type"]
         except ConnectionClosed as closed:

@@ -74,8 +74,8 @@ def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch, blank: str)
 def test_an_empty_write_key_leaves_uploads_open(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, weights_path: Path
 ) -> None:
-    from tests.in_process import TestClient, create_app
     from tests.harness import make_image
+    from tests.in_process import TestClient, create_app
 
     monkeypatch.setenv("CODEC_SERVER_WRITE_KEY", "")
     monkeypatch.setenv("CODEC_SERVER_READ_KEY", "")
