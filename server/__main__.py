@@ -30,6 +30,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bounded_http_protocol(max_header_bytes: int, max_headers: int) -> type:
+    """uvicorn's h11 protocol with a bounded request head, refused before the app sees the request.
+
+    h11 refuses a head still incomplete past `max_incomplete_event_size` (uvicorn passes
+    `h11_max_incomplete_event_size`: `max_header_bytes`); this class also refuses a complete head that
+    arrived in one read with more bytes than that or more than `max_headers` fields, and answers those
+    refusals 431 (a target longer than the bound alone: 414) in the service's JSON error shape, then
+    closes. (uvicorn's default httptools parser has no bound: a 64 MiB header was read, and concatenated
+    chunk by chunk.) WebSocket handshakes go through the same check before any upgrade.
+    """
+    import json
+    from http import HTTPStatus
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from server.errors import error_body
+
+    refusals = {
+        414: ("uri_too_long", f"the request target is limited to {max_header_bytes} bytes"),
+        431: (
+            "headers_too_large",
+            f"request headers are limited to {max_header_bytes} bytes and {max_headers} fields",
+        ),
+    }
+
+    class HeadBoundedConnection(h11.Connection):
+        refusal: int | None = None
+
+        def next_event(self):  # type: ignore[no-untyped-def]
+            try:
+                event = super().next_event()
+            except h11.RemoteProtocolError as error:  # 431: h11's buffer bound; else a malformed request
+                self.refusal = error.error_status_hint if error.error_status_hint in refusals else None
+                raise
+            if isinstance(event, h11.Request):
+                size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+                if len(event.target) > max_header_bytes:
+                    self.refusal = 414
+                elif size > max_header_bytes or len(event.headers) > max_headers:
+                    self.refusal = 431
+                if self.refusal is not None:
+                    raise h11.RemoteProtocolError(refusals[self.refusal][1], error_status_hint=self.refusal)
+            return event
+
+    class HeadBoundedH11Protocol(H11Protocol):
+        def __init__(self, config, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(config, *args, **kwargs)
+            self.conn = HeadBoundedConnection(h11.SERVER, config.h11_max_incomplete_event_size)
+
+        def send_400_response(self, msg: str) -> None:
+            status = self.conn.refusal
+            if status is None:
+                super().send_400_response(msg)
+                return
+            body = json.dumps(error_body(*refusals[status])).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
+            reason = HTTPStatus(status).phrase.encode()
+            for event in (h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body)):
+                self.transport.write(self.conn.send(event))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+            self.transport.close()
+
+    return HeadBoundedH11Protocol
+
+
 def settings_from(argv: list[str] | None) -> Settings:
     args = vars(build_parser().parse_args(argv))
     return Settings(**{name: value for name, value in args.items() if value is not None})
@@ -86,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
+        http=bounded_http_protocol(settings.max_header_bytes, settings.max_headers),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         ws_max_size=settings.ws_max_message_bytes,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,

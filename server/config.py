@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         default_factory=lambda: list(IMAGE_FORMATS), description="Pillow format names, comma separated; else 415"
     )
     max_ranges: int = Field(16, ge=1, le=1000, description="more ranges in one Range header: 416")
+    max_header_bytes: int = Field(
+        32 * 1024, ge=4096, le=1024 * 1024, description="request line and headers together; more: 431 (414)"
+    )
+    max_headers: int = Field(100, ge=16, le=10_000, description="header fields in one request; more: 431")
     list_page_size: int = Field(50, ge=1, description="default page of GET /images")
     list_max_page_size: int = Field(500, ge=1, description="largest ?limit= of GET /images")
 

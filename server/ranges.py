@@ -15,6 +15,13 @@ Decisions, documented in docs/server.md:
 * `If-None-Match` uses the weak comparison and answers 304 for GET and HEAD;
   `If-Match` uses the strong comparison and answers 412 when nothing matches.
 * Range applies to GET only; HEAD answers as the 200 GET would.
+* Bounded work: an entity-tag list longer than `MAX_CONDITION_CHARS` or with
+  more than `MAX_ENTITY_TAGS` tags does not parse (If-None-Match: no 304;
+  If-Match: 412; If-Range: the whole body), and a Range set of more than
+  `ELEMENTS_PER_RANGE` list elements (empty ones included) per allowed range is
+  too many ranges (416), counted before it is split. Every other step is linear
+  (a long number is clamped, not converted). The server also bounds every
+  request head (`max_header_bytes`), so no header is longer than that.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ _HUGE = 1 << 62
 _DIGITS = re.compile(r"[0-9]+")
 _ENTITY_TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 _UNIT = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+MAX_CONDITION_CHARS = 8192  # an If-None-Match / If-Match / If-Range value
+MAX_ENTITY_TAGS = 64  # tags in one list
+ELEMENTS_PER_RANGE = 4  # list elements of a Range set, empty ones included, per allowed range
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ def parse_range(value: str, size: int, max_ranges: int) -> RangeRequest:
     unit, sep, range_set = value.strip().partition("=")
     if not sep or not _UNIT.fullmatch(unit) or unit.lower() != "bytes":
         return RangeRequest("ignore")
+    if range_set.count(",") >= max_ranges * ELEMENTS_PER_RANGE:
+        return RangeRequest("too_many")  # not split into a list of (up to thousands of) strings
     specs = [part.strip(" \t") for part in range_set.split(",")]
     specs = [spec for spec in specs if spec]  # RFC 9110 5.6.1.2: empty list elements are ignored
     if not specs:
@@ -110,12 +122,14 @@ def coalesce(ranges: list[ByteRange]) -> tuple[ByteRange, ...]:
 
 def entity_tags(value: str) -> list[tuple[bool, str]] | None:
     """`(weak, opaque-tag)` pairs of an entity-tag list, or None when it does not parse."""
+    if len(value) > MAX_CONDITION_CHARS:
+        return None
     tags: list[tuple[bool, str]] = []
     position = 0
     text = value.strip()
     while position < len(text):
         match = _ENTITY_TAG.match(text, position)
-        if match is None or match.end() == position:
+        if match is None or match.end() == position or len(tags) == MAX_ENTITY_TAGS:
             return None
         tags.append((match.group(1) is not None, match.group(2)))
         position = match.end()
@@ -124,7 +138,7 @@ def entity_tags(value: str) -> list[tuple[bool, str]] | None:
 
 def if_none_match(value: str, etag: str) -> bool:
     """True when the condition matches the current tag (weak comparison): answer 304."""
-    if value.strip() == "*":
+    if len(value) <= MAX_CONDITION_CHARS and value.strip() == "*":
         return True
     tags = entity_tags(value)
     return bool(tags) and any(tag == etag for _, tag in tags)
@@ -132,7 +146,7 @@ def if_none_match(value: str, etag: str) -> bool:
 
 def if_match(value: str, etag: str) -> bool:
     """True when the condition holds (strong comparison)."""
-    if value.strip() == "*":
+    if len(value) <= MAX_CONDITION_CHARS and value.strip() == "*":
         return True
     tags = entity_tags(value)
     return bool(tags) and any(not weak and tag == etag for weak, tag in tags)
