@@ -2,9 +2,10 @@
 
 For every image and every layer n the rate is the size of the container
 prefix that decodes n layers (header included), so the figures are what a
-client downloading byte ranges pays. JPEG, JPEG 2000 and WebP are encoded by
-Pillow in the same run on the same images; published points come from
-../shared/anchors. BD-rates use the Bjøntegaard method with PCHIP
+client downloading byte ranges pays. JPEG, WebP, JPEG 2000 and AVIF are
+encoded by Pillow and JPEG XL by libjxl (through imagecodecs) in the same run
+on the same images, each decoded by the library that encoded it; published
+points come from ../shared/anchors. BD-rates use the Bjøntegaard method with PCHIP
 interpolation over the overlapping quality range.
 """
 
@@ -19,9 +20,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, features
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
@@ -35,6 +37,18 @@ OURS = "ours"
 JPEG_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 WEBP_QUALITIES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 JPEG2000_RATES_BPP = (0.05, 0.08, 0.12, 0.18, 0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0)
+# JPEG XL: libjxl's Butteraugli distance (cjxl -d; 1 is "visually lossless", 25 the coarsest it allows) at
+# effort 7, cjxl's default: effort 9 took five times as long here for no PSNR gain, effort 5 lost about 0.2 dB.
+# On Kodak the sweep spans about 0.1 to 1.6 bpp.
+JPEGXL_DISTANCES = (25.0, 16.0, 11.0, 8.0, 6.0, 4.5, 3.5, 2.7, 2.1, 1.6, 1.2)
+JPEGXL_EFFORT = 7
+# AVIF: libavif's quality (0..100, mapped onto the AV1 quantizer), aom at speed 6 with 4:4:4 chroma: what
+# avifenc does by default (Pillow's own default is 4:2:0). Speed 4 costs six times the encode time for about
+# 0.2 dB. Quality 0 is the coarsest AVIF there is (about 0.06 bpp on Kodak), 80 about 1.6 bpp.
+# Each setting costs ~0.35 s of encoding per Kodak image on one core, JPEG XL's the same; the MS-SSIM
+# that follows every round trip costs four times that.
+AVIF_QUALITIES = (0, 10, 20, 30, 40, 50, 60, 70, 80)
+AVIF_SPEED = 6
 # Pillow's defaults code RGB without the colour transform, with the
 # reversible 5/3 wavelet; the tuned row uses the 9/7 wavelet and the ICT, as
 # JPEG 2000 is normally run for lossy coding. Both are reported.
@@ -86,12 +100,43 @@ def msssim(reference: np.ndarray, test: np.ndarray) -> float:
     return float(ms_ssim(a, b, data_range=255.0))
 
 
-def _pillow_round_trip(pixels: np.ndarray, format: str, **options: object) -> tuple[int, np.ndarray]:
+def encode_baseline(pixels: np.ndarray, options: dict) -> bytes:
+    """The file a classic codec writes for `pixels` with one entry of `baseline_settings()`."""
+    format = options["format"]
+    encoder_options = {k: v for k, v in options.items() if k != "format"}
+    if format == "JXL":
+        return bytes(imagecodecs.jpegxl_encode(pixels, **encoder_options))
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=format, **options)
-    data = buffer.getvalue()
-    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return len(data), decoded
+    Image.fromarray(pixels).save(buffer, format=format, **encoder_options)
+    return buffer.getvalue()
+
+
+def decode_baseline(data: bytes, format: str) -> np.ndarray:
+    """Decode with the library that encoded: RGB, uint8."""
+    if format == "JXL":
+        return np.asarray(imagecodecs.jpegxl_decode(data, numthreads=1))
+    return np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def setting_label(options: dict) -> str:
+    if "distance" in options:
+        return f"distance {options['distance']:g}"
+    return str(options.get("quality", options.get("quality_layers")))
+
+
+def baseline_versions() -> str:
+    avif = f"libavif {features.version('avif')}"
+    try:  # which AV1 encoder libavif was built with (Pillow's wheels: aom)
+        from PIL import _avif
+
+        avif += f" ({_avif.codec_versions()})"
+    except (ImportError, AttributeError):
+        pass
+    return (
+        f"libjpeg-turbo {features.version('libjpeg_turbo')}, libwebp {features.version('webp')}, "
+        f"OpenJPEG {features.version('jpg_2000')}, {avif} (all Pillow {Image.__version__}); "
+        f"{imagecodecs.jpegxl_version()} (imagecodecs {imagecodecs.__version__})"
+    )
 
 
 def baseline_settings() -> dict[str, list[dict]]:
@@ -110,6 +155,14 @@ def baseline_settings() -> dict[str, list[dict]]:
         ],
         JPEG2000_DEFAULT: [
             {"format": "JPEG2000", "quality_mode": "rates", "quality_layers": [24.0 / r]} for r in JPEG2000_RATES_BPP
+        ],
+        # one thread each: the baselines have one core beside our codec
+        "jpeg xl": [
+            {"format": "JXL", "distance": d, "effort": JPEGXL_EFFORT, "numthreads": 1} for d in JPEGXL_DISTANCES
+        ],
+        "avif": [
+            {"format": "AVIF", "quality": q, "speed": AVIF_SPEED, "subsampling": "4:4:4", "max_threads": 1}
+            for q in AVIF_QUALITIES
         ],
     }
 
@@ -143,25 +196,36 @@ def evaluate_image(model: ScalableCodec, path: Path) -> ImageResult:
     return ImageResult(path.name, width, height, points, encode_seconds, decode_seconds)
 
 
-def evaluate_baselines(paths: list[Path]) -> dict[str, list[list[Point]]]:
-    """Per codec, per setting, per image: the measured point."""
+def evaluate_baselines(
+    paths: list[Path], codecs: tuple[str, ...] | None = None
+) -> tuple[dict[str, list[list[Point]]], dict[str, float]]:
+    """Per codec, per setting, per image: the measured point; and per codec the seconds it took."""
+    if not features.check("avif"):
+        raise RuntimeError("this Pillow has no AVIF codec (Pillow >= 11.3 wheels carry libavif)")
     results: dict[str, list[list[Point]]] = {}
+    seconds: dict[str, float] = {}
     images = [read_image(p) for p in paths]
     for codec, settings in baseline_settings().items():
+        if codecs is not None and codec not in codecs:
+            continue
+        started = time.perf_counter()
         per_setting = []
         for options in tqdm(settings, desc=codec, unit="setting", leave=False):
             row = []
-            encoder_options = {k: v for k, v in options.items() if k != "format"}
             for pixels in images:
-                size, decoded = _pillow_round_trip(pixels, options["format"], **encoder_options)
+                data = encode_baseline(pixels, options)
+                decoded = decode_baseline(data, options["format"])
                 row.append(
                     Point(
-                        size * 8 / (pixels.shape[0] * pixels.shape[1]), psnr(pixels, decoded), msssim(pixels, decoded)
+                        len(data) * 8 / (pixels.shape[0] * pixels.shape[1]),
+                        psnr(pixels, decoded),
+                        msssim(pixels, decoded),
                     )
                 )
             per_setting.append(row)
         results[codec] = per_setting
-    return results
+        seconds[codec] = time.perf_counter() - started
+    return results, seconds
 
 
 def mean_point(points: list[Point]) -> Point:
@@ -237,13 +301,13 @@ def evaluate_directory(
     """Run the whole evaluation and write CSV, markdown and the RD plot to `out`."""
     paths = list_images(directory)[:limit]
     out.mkdir(parents=True, exist_ok=True)
-    # The Pillow baselines (46 round trips and MS-SSIMs per image) run in a second process meanwhile: on
-    # two cores that halves the wall time. Spawned, not forked, because torch's thread pool may be live.
+    # The baselines (66 round trips and MS-SSIMs per image) run in a second process meanwhile: on two
+    # cores that halves the wall time. Spawned, not forked, because torch's thread pool may be live.
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         pending_baselines = pool.submit(evaluate_baselines, paths)
         ours = [evaluate_image(model, p) for p in tqdm(paths, desc="our codec", unit="img")]
-        baselines = pending_baselines.result()
+        baselines, baseline_seconds = pending_baselines.result()
 
     with (out / "per_image.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -253,7 +317,7 @@ def evaluate_directory(
                 writer.writerow([OURS, f"layer {n}", result.name, f"{p.bpp:.5f}", f"{p.psnr:.4f}", f"{p.ms_ssim:.6f}"])
         for codec, per_setting in baselines.items():
             for options, row in zip(baseline_settings()[codec], per_setting):
-                setting = options.get("quality", options.get("quality_layers"))
+                setting = setting_label(options)
                 for path, p in zip(paths, row):
                     writer.writerow([codec, setting, path.name, f"{p.bpp:.5f}", f"{p.psnr:.4f}", f"{p.ms_ssim:.6f}"])
 
@@ -285,14 +349,16 @@ def evaluate_directory(
             for p in curve.points:
                 writer.writerow([curve.name, "published", f"{p.bpp:.5f}", f"{p.psnr:.4f}", f"{p.ms_ssim:.6f}"])
 
-    summary = _markdown(directory, ours, our_curve, bd_rows)
+    summary = _markdown(directory, ours, our_curve, bd_rows, baseline_seconds)
     (out / "summary.md").write_text(summary)
     _plot(out / "rd.png", our_curve, measured, published, directory.name)
     print(summary)
     return {"ours": our_curve, "bd": bd_rows}
 
 
-def _markdown(directory: Path, ours: list[ImageResult], curve: Curve, bd_rows: list) -> str:
+def _markdown(
+    directory: Path, ours: list[ImageResult], curve: Curve, bd_rows: list, baseline_seconds: dict[str, float]
+) -> str:
     lines = [
         f"Evaluated on {len(ours)} images of `{directory.name}`; rates are real container bytes (header included).",
         "",
@@ -307,6 +373,12 @@ def _markdown(directory: Path, ours: list[ImageResult], curve: Curve, bd_rows: l
     lines += [
         "",
         f"Median encode time (all layers): {np.median([r.encode_seconds for r in ours]):.2f} s per image.",
+        "",
+        f"Baselines measured in this run: {baseline_versions()}. JPEG XL at effort {JPEGXL_EFFORT}, "
+        f"AVIF at speed {AVIF_SPEED} with 4:4:4 chroma, one thread each. Seconds per image for a whole sweep "
+        "(encode, decode, PSNR and MS-SSIM of every setting): "
+        + ", ".join(f"{codec} {seconds / len(ours):.1f}" for codec, seconds in baseline_seconds.items())
+        + ".",
         "",
         "BD-rate of our layers against each codec (negative = we need fewer bits for the same quality):",
         "",
@@ -332,7 +404,7 @@ def _plot(path: Path, ours: Curve, measured: list[Curve], published: list[Curve]
             return curve.psnrs() if metric == "psnr" else np.array([ms_ssim_to_db(p.ms_ssim) for p in curve.points])
 
         for curve in measured:
-            axis.plot(curve.rates(), values(curve), "-", linewidth=1.2, label=f"{curve.name} (Pillow)")
+            axis.plot(curve.rates(), values(curve), "-", linewidth=1.2, label=f"{curve.name} (measured)")
         for curve in published:
             if metric == "ms_ssim" and any(math.isnan(p.ms_ssim) for p in curve.points):
                 continue

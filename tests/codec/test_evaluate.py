@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from codec.api import encode
 from codec.container import parse_header
-from codec.evaluate import JPEG2000_RATES_BPP, JPEG_QUALITIES, WEBP_QUALITIES, bd_rate, evaluate_directory
+from codec.evaluate import (
+    AVIF_QUALITIES,
+    JPEG2000_RATES_BPP,
+    JPEG_QUALITIES,
+    JPEGXL_DISTANCES,
+    WEBP_QUALITIES,
+    baseline_settings,
+    bd_rate,
+    decode_baseline,
+    encode_baseline,
+    evaluate_baselines,
+    evaluate_directory,
+)
 from codec.model import ScalableCodec
 
 from .conftest import natural_image
@@ -53,7 +67,37 @@ def test_evaluation_counts_real_bytes_and_measures_baselines_on_the_same_images(
     assert sum(count for codec, count in per_codec.items() if codec.startswith("jpeg2000")) == 2 * 2 * len(
         JPEG2000_RATES_BPP
     )
+    assert per_codec["jpeg xl"] == 2 * len(JPEGXL_DISTANCES)
+    assert per_codec["avif"] == 2 * len(AVIF_QUALITIES)
     summary = (out / "summary.md").read_text()
     assert "BD-rate (PSNR)" in summary and "measured in this run" in summary
+    for codec in ("jpeg", "webp", "jpeg2000 (9/7, ICT)", "jpeg xl", "avif"):
+        assert f"| {codec} | measured in this run |" in summary
     assert (out / "rd.png").stat().st_size > 10_000
     assert (out / "rd_points.csv").exists()
+
+
+@pytest.mark.parametrize("codec", ["jpeg xl", "avif"])
+def test_jpeg_xl_and_avif_write_real_files_that_gain_psnr_with_quality(codec: str, tmp_path: Path) -> None:
+    pixels = natural_image(SIDE, SIDE, 5)
+    settings = baseline_settings()[codec]
+    for options in (settings[0], settings[-1]):
+        data = encode_baseline(pixels, options)
+        if codec == "avif":
+            assert data[4:12] == b"ftypavif" and Image.open(io.BytesIO(data)).format == "AVIF"
+        else:
+            assert data[:2] == b"\xff\x0a"  # a bare JPEG XL codestream, as cjxl writes one
+        decoded = decode_baseline(data, options["format"])
+        assert decoded.shape == pixels.shape and decoded.dtype == np.uint8
+
+    path = tmp_path / "picture.png"
+    Image.fromarray(pixels).save(path)
+    results, seconds = evaluate_baselines([path], codecs=(codec,))
+    assert list(results) == list(seconds) == [codec]
+    points = [row[0] for row in results[codec]]  # one image: low quality first
+    assert len(points) == len(settings)
+    rates, psnrs = [p.bpp for p in points], [p.psnr for p in points]
+    assert all(b > a for a, b in zip(rates, rates[1:])), rates
+    assert all(b > a for a, b in zip(psnrs, psnrs[1:])), psnrs
+    assert psnrs[-1] > psnrs[0] + 6.0
+    assert all(0.0 < p.ms_ssim <= 1.0 for p in points)
