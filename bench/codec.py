@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from bench import report
+from codec.container import DEFAULT_TILE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "kodak"
@@ -411,9 +412,16 @@ def _ratio(ours: Timings, other: Timings, value) -> str:
     return report.ratio(value(ours), value(other))
 
 
+def ours_name() -> str:
+    """Our row's name: the codec and the float type its networks run in."""
+    from codec.api import INFERENCE_DTYPE
+
+    return f"ours ({str(INFERENCE_DTYPE).removeprefix('torch.')})"
+
+
 def _codec_name(label: str, t: Timings | None) -> str:
     if label == "ours":
-        return "ours (float64)"
+        return ours_name()
     if label == "jpeg2000":
         layers = len(t.decode[0]) if t else "?"
         return f"JPEG 2000, {layers} quality layers"
@@ -534,12 +542,10 @@ def memory_note(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             )
         else:
             lines.append(
-                f"The codec codes the whole picture at once (no tiles): its working memory grows linearly with the "
-                f"pixel count, {report.mebibytes(per_mp)} per megapixel at {largest.size} (float64 activations). "
-                f"Projected: {per_mp * 16 / 2**30:.1f} GiB for the server's default `max_pixels` (16 MP) and "
-                f"{per_mp * 64 / 2**30:.1f} GiB at the codec's 64 MP limit; this machine has {ram / 2**30:.1f} GiB, "
-                f"so a single upload runs out of memory above about {ram / per_mp:.0f} MP, and concurrent "
-                f"workers divide that."
+                f"The codec codes {DEFAULT_TILE_SIZE}² tiles one after another; its working memory grew by "
+                f"{report.mebibytes(per_mp)} per megapixel up to {largest.size} ({ours_name()}). "
+                f"Extrapolated linearly: {per_mp * 100 / 2**30:.1f} GiB at the server's default `max_pixels` "
+                f"(100 MP); this machine has {ram / 2**30:.1f} GiB, and concurrent workers divide that."
             )
     for outcome in failed:
         lines.append(f"At {outcome.size} ({outcome.threads} thread(s)) the run failed: {outcome.error}.")
@@ -654,7 +660,7 @@ def weights_description(weights: str | None) -> str:
     return (
         f"`{path}` ({trained}, model id {model.model_id.hex()[:12]}…, {model.config.layers} layers); "
         f"inference runs in {str(INFERENCE_DTYPE).removeprefix('torch.')} "
-        "(`codec.api.INFERENCE_DTYPE`, so pixels do not depend on the thread count)"
+        "(`codec.api.INFERENCE_DTYPE`; the symbols are exact, pixels agree within ±1 across thread counts)"
     )
 
 

@@ -4,7 +4,7 @@
 
 Hypothesis drives four targets, in batches until the example counts or the time budget run out:
 
-* parser-random:  arbitrary bytes (often behind the magic) through `parse_header` and `layer_payload`;
+* parser-random:  arbitrary bytes (often behind the magic) through `parse_header` and `tile_payload`;
 * parser-mutated: flips, truncations, insertions, deletions and splices of valid containers;
 * layer-flip:     one byte flipped inside a layer of a valid container: `ChecksumError` for exactly that
                   layer, every time, and the layers before it still read;
@@ -53,20 +53,27 @@ def read_everything(data: bytes) -> str:
     try:
         header = container.parse_header(data)
         for index in range(1, header.layers_within(len(data)) + 1):
-            container.layer_payload(header, data, index)
+            for tile in header.tiles:
+                container.tile_payload(header, data, index, tile.index)
     except CodecError as error:
         return type(error).__name__
     return "ok"
 
 
-payload_lists = st.lists(st.binary(max_size=300), min_size=1, max_size=12)
+def tiled_layers(draw: st.DrawFn, tiles: int, nonempty: bool = False) -> list[list[bytes]]:
+    """1..12 layers of `tiles` random tile payloads each."""
+    layer = st.lists(st.binary(max_size=120), min_size=tiles, max_size=tiles)
+    return draw(st.lists(layer.filter(any) if nonempty else layer, min_size=1, max_size=12))
 
 
 @st.composite
 def valid_containers(draw: st.DrawFn) -> bytes:
+    """Any picture size; the tile size keeps the grid within 64 tiles."""
     width = draw(st.integers(1, container.MAX_DIMENSION))
     height = draw(st.integers(1, container.MAX_DIMENSION))
-    return container.serialize(MODEL_ID, width, height, draw(payload_lists))
+    tile_size = -(-max(width, height) // 8 // container.TILE_ALIGNMENT) * container.TILE_ALIGNMENT
+    tiles = container.tile_count(width, height, tile_size)
+    return container.serialize(MODEL_ID, width, height, tile_size, tiled_layers(draw, tiles))
 
 
 @st.composite
@@ -104,15 +111,20 @@ def target_parser_mutated() -> Target:
 
 def target_layer_flip() -> Target:
     def run(draw: st.DataObject) -> str:
-        payloads = draw.draw(st.lists(st.binary(max_size=300), min_size=1, max_size=12).filter(any))
-        data = bytearray(container.serialize(MODEL_ID, 7, 5, payloads))
+        layers = tiled_layers(draw.draw, 4)
+        data = bytearray(container.serialize(MODEL_ID, 130, 70, 64, layers))
         header = container.parse_header(bytes(data))
-        layer = draw.draw(st.sampled_from([entry for entry in header.layers if entry.size]))
+        layer = draw.draw(st.sampled_from(header.layers))
         data[draw.draw(st.integers(layer.offset, layer.end - 1))] ^= draw.draw(st.integers(1, 255))
         for entry in header.layers[: layer.index - 1]:
-            assert container.layer_payload(header, bytes(data), entry.index) == payloads[entry.index - 1]
+            for tile in header.tiles:
+                assert (
+                    container.tile_payload(header, bytes(data), entry.index, tile.index)
+                    == layers[entry.index - 1][tile.index]
+                )
         try:
-            container.layer_payload(header, bytes(data), layer.index)
+            for tile in header.tiles:
+                container.tile_payload(header, bytes(data), layer.index, tile.index)
         except ChecksumError:
             return "ChecksumError"
         raise AssertionError(f"a flip in layer {layer.index} went unnoticed")
@@ -128,24 +140,29 @@ def target_decoder() -> Target:
 
     torch.set_num_threads(1)
     model = fresh_model()
-    sizes = [(16, 16), (8, 40), (33, 17)]
+    sizes = [(16, 16), (8, 40), (33, 17), (70, 20)]
     rng = np.random.default_rng(0)
-    bitstreams = [encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), model) for w, h in sizes]
+    bitstreams = [encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), model, tile_size=64) for w, h in sizes]
 
     @st.composite
     def crc_valid_garbage(draw: st.DrawFn) -> bytes:
         """The layers of a real file, some replaced by random bytes or damaged, with CRCs that match."""
         data = draw(st.sampled_from(bitstreams))
         header = container.parse_header(data)
-        payloads = [container.layer_payload(header, data, entry.index) for entry in header.layers]
-        for index in draw(st.lists(st.integers(0, len(payloads) - 1), min_size=1, max_size=3)):
-            if draw(st.booleans()) or not payloads[index]:
-                payloads[index] = draw(st.binary(max_size=2 * len(payloads[index]) + 8))
+        payloads = [
+            [container.tile_payload(header, data, entry.index, tile.index) for tile in header.tiles]
+            for entry in header.layers
+        ]
+        for _ in range(draw(st.integers(1, 3))):
+            layer = draw(st.sampled_from(payloads))
+            tile = draw(st.integers(0, len(layer) - 1))
+            if draw(st.booleans()) or not layer[tile]:
+                layer[tile] = draw(st.binary(max_size=2 * len(layer[tile]) + 8))
             else:
-                damaged = bytearray(payloads[index])
+                damaged = bytearray(layer[tile])
                 damaged[draw(st.integers(0, len(damaged) - 1))] ^= draw(st.integers(1, 255))
-                payloads[index] = bytes(damaged)
-        return container.serialize(model.model_id, header.width, header.height, payloads)
+                layer[tile] = bytes(damaged)
+        return container.serialize(model.model_id, header.width, header.height, header.tile_size, payloads)
 
     def run(data: bytes) -> str:
         try:

@@ -1,7 +1,7 @@
 """Command line: argument parsing only; every command calls into the library.
 
 python -m codec compress IN.png OUT.bin [--weights PATH] [--layers N]
-python -m codec decompress IN.bin OUT.png [--layers N] [--weights PATH]
+python -m codec decompress IN.bin OUT.png [--layers N] [--region X,Y,W,H] [--weights PATH]
 python -m codec info IN.bin
 python -m codec train --crops .cache/crops-256.npy ...
 python -m codec eval DIR [--out results/]
@@ -16,12 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+from codec.container import DEFAULT_TILE_SIZE
 from codec.errors import CodecError
 
 DEFAULT_CROPS = Path(".cache/crops-256.npy")
 DEFAULT_CHECKPOINT = Path(".cache/train/checkpoint.pt")
 DEFAULT_LOG = Path(".cache/train/log.csv")
 KODAK = Path("../shared/data/kodak")
+
+
+def _refuse(message: str) -> None:
+    """A request the file or the model cannot satisfy: one line, exit 2, like a codec error."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _load(weights: str | None, device: str = "cpu"):
@@ -35,7 +42,10 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
     model = _load(args.weights, args.device)
     started = time.perf_counter()
-    data = encode(Path(args.input), model, args.layers)
+    try:
+        data = encode(Path(args.input), model, args.layers, args.tile_size)
+    except ValueError as error:  # layers or tile size out of range
+        _refuse(str(error))
     Path(args.output).write_bytes(data)
     from codec.container import parse_header
 
@@ -58,8 +68,21 @@ def cmd_decompress(args: argparse.Namespace) -> None:
         from codec.errors import TruncatedLayerError
 
         raise TruncatedLayerError("the file holds no complete layer")
-    pixels = decoder.decode(args.layers)
+    try:
+        pixels = decoder.decode(args.layers, args.region)
+    except ValueError as error:  # layers or region outside the file's
+        _refuse(str(error))
     write_image(pixels, args.output, format=_format_for(args.output))
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y,W,H (four integers)")
+    return values  # type: ignore[return-value]
 
 
 def _format_for(path: str) -> str:
@@ -112,7 +135,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         validation_dir=Path(args.validation) if args.validation else None,
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         init_weights=Path(args.init_weights) if args.init_weights else None,
+        post_filter_channels=args.post_filter,
     )
+    if settings.post_filter_channels and settings.init_weights is None and not args.resume:
+        raise SystemExit("--post-filter trains on a frozen codec: pass --init-weights weights/codec.pt")
     Trainer(settings).run()
 
 
@@ -171,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--layers", type=int, help="number of layers to write (default: all)")
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=DEFAULT_TILE_SIZE,
+        help=f"tile side, a multiple of 64 (default {DEFAULT_TILE_SIZE})",
+    )
     with_model(p)
     p.set_defaults(run=cmd_compress)
 
@@ -178,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--layers", type=int, help="layers to decode (default: all complete ones present)")
+    p.add_argument("--region", type=_region, metavar="X,Y,W,H", help="decode only this rectangle (only its tiles)")
     with_model(p)
     p.set_defaults(run=cmd_decompress)
 
@@ -206,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambdas", type=float, nargs="+", help="override the per-layer lambdas")
     p.add_argument("--init-weights", help="start a new checkpoint from a weights file (model only, fresh optimiser)")
     p.add_argument("--objective", choices=("mse", "ms-ssim"), default="mse")
+    p.add_argument(
+        "--post-filter",
+        type=int,
+        default=0,
+        metavar="CHANNELS",
+        help="train only a post-filter of this width on the frozen codec of --init-weights",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--threads", type=int, help="torch threads; 1 avoids a collapse when other processes share the cores"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,12 @@ def default_weights_path() -> Path:
     return Path(os.environ.get(WEIGHTS_ENV, DEFAULT_WEIGHTS))
 
 
-# Inference runs in float64. Float32 convolutions, matrix products and even
-# elementwise tanh round differently with 1 or 2 threads (the work is split at
-# other places), and a last-bit difference can flip an 8-bit pixel: measured
-# on Kodak, float32 decodes differed between 1 and 2 threads, float64 ones did
-# not. The entropy parameters do not rely on this: they are exact (exact.py).
-INFERENCE_DTYPE = torch.float64
+# The analysis and synthesis networks run in float32. Their rounding depends
+# on the thread count and the device, so pixels agree within ±1 across
+# machines, not bit for bit; the bitstream does not depend on it, because the
+# entropy parameters (and hence the rANS symbols) come from the exact
+# fixed-point path (exact.py), which always runs in float64 on the CPU.
+INFERENCE_DTYPE = torch.float32
 
 
 def _weights_as_stored(model: ScalableCodec) -> dict[str, torch.Tensor]:
@@ -50,9 +52,18 @@ def _weights_as_stored(model: ScalableCodec) -> dict[str, torch.Tensor]:
     }
 
 
+# The post-filter only changes the picture shown, never the bitstream, so it
+# is left out of the model id: files keep decoding when only the filter changes.
+_DISPLAY_ONLY_CONFIG = ("post_filter_channels",)
+_DISPLAY_ONLY_WEIGHTS = "post_filter."
+
+
 def _model_id(model: ScalableCodec) -> bytes:
-    digest = hashlib.sha256(repr(sorted(model.config.to_dict().items())).encode())
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _DISPLAY_ONLY_CONFIG}
+    digest = hashlib.sha256(repr(sorted(config.items())).encode())
     for name, tensor in sorted(_weights_as_stored(model).items()):
+        if name.startswith(_DISPLAY_ONLY_WEIGHTS):
+            continue
         digest.update(name.encode())
         digest.update(tensor.contiguous().numpy().tobytes())
     return digest.digest()[: container.MODEL_ID_BYTES]
@@ -130,32 +141,57 @@ def _as_pixels(image: np.ndarray | bytes | str | Path) -> np.ndarray:
     return read_image(image)
 
 
-def _image_tensor(pixels: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    height, width, _ = pixels.shape
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div(255.0)
-    padded_height, padded_width = padded_size(height, width)
-    tensor = F.pad(tensor, (0, padded_width - width, 0, padded_height - height), mode="replicate")
+def _tile_tensor(pixels: np.ndarray, tile: container.Tile, like: torch.Tensor) -> torch.Tensor:
+    """One tile of the picture as the network's input, padded by edge replication."""
+    crop = pixels[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width]
+    tensor = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float().div(255.0)
+    padded_height, padded_width = padded_size(tile.height, tile.width)
+    tensor = F.pad(tensor, (0, padded_width - tile.width, 0, padded_height - tile.height), mode="replicate")
     return tensor.to(like)
 
 
-def encode(image: np.ndarray | bytes | str | Path, model: ScalableCodec, layers: int | None = None) -> bytes:
-    """Encode an image (path, file bytes or RGB array) into a layered container."""
+Progress = Callable[[int, int], None]
+
+
+def encode(
+    image: np.ndarray | bytes | str | Path,
+    model: ScalableCodec,
+    layers: int | None = None,
+    tile_size: int = container.DEFAULT_TILE_SIZE,
+    progress: Progress | None = None,
+) -> bytes:
+    """Encode an image (path, file bytes or RGB array) into a layered container.
+
+    Tiles are coded one after the other, so memory follows the tile size, not
+    the picture. `progress(done, total)` is called after every tile's layer.
+    """
     layers = model.config.layers if layers is None else layers
     if not 1 <= layers <= model.config.layers:
         raise ValueError(f"layers must be within 1..{model.config.layers}")
     pixels = _as_pixels(image)
     height, width, _ = pixels.shape
-    tensor = _image_tensor(pixels, next(model.parameters()))
-    state = model.initial_state(tensor)
-    payloads = [encode_layer(model, tensor, state) for _ in range(layers)]
-    return container.serialize(model.model_id, width, height, payloads)
+    tiles = container.tile_grid(width, height, tile_size)
+    payloads: list[list[bytes]] = [[] for _ in range(layers)]
+    like = next(model.parameters())
+    for tile in tiles:
+        tensor = _tile_tensor(pixels, tile, like)
+        state = model.initial_state(tensor)
+        for k in range(layers):
+            payloads[k].append(encode_layer(model, tensor, state))
+            if progress is not None:
+                progress(tile.index * layers + k + 1, len(tiles) * layers)
+    return container.serialize(model.model_id, width, height, tile_size, payloads)
+
+
+Region = tuple[int, int, int, int]
 
 
 class Decoder:
     """Incremental decoder of one container.
 
-    Keeps the RNN states between calls, so decoding layer n+1 after layer n
-    costs one iteration. Bytes may arrive in pieces through `feed`.
+    Keeps every tile's RNN states between calls, so decoding layer n+1 after
+    layer n costs one iteration per tile, and a region decodes only the tiles
+    it touches. Bytes may arrive in pieces through `feed`.
     Not thread-safe: one decoder serves one caller at a time.
     """
 
@@ -163,8 +199,10 @@ class Decoder:
         self.model = model
         self._data = bytearray()
         self._header: container.ContainerHeader | None = None
-        self._state: RecurrentState | None = None
-        self._pixels: dict[int, np.ndarray] = {}
+        self._states: dict[int, RecurrentState] = {}
+        self._symbol_checksums: dict[tuple[int, int], int] = {}  # (layer, tile) -> CRC-32 of its symbols
+        self.iterations = 0  # RNN iterations run, over all tiles: what decoding has cost so far
+        self._last: tuple[tuple[int, Region], np.ndarray] | None = None
         self.feed(data)
 
     def feed(self, more: bytes) -> int:
@@ -199,10 +237,26 @@ class Decoder:
 
     @property
     def layers_decoded(self) -> int:
-        return self._state.layer if self._state is not None else 0
+        """The layer every tile has reached (0 until every tile has one)."""
+        if self._header is None or len(self._states) < len(self._header.tiles):
+            return 0
+        return min(state.layer for state in self._states.values())
 
-    def decode(self, layers: int | None = None) -> np.ndarray:
-        """Pixels (H, W, 3 uint8) after `layers` layers (default: all available)."""
+    def symbol_checksum(self, layer: int) -> int:
+        """CRC-32 over the tiles' symbol checksums of `layer`, in tile order (every tile decoded once)."""
+        tiles = self.header.tiles
+        missing = [t.index for t in tiles if (layer, t.index) not in self._symbol_checksums]
+        if missing:
+            raise ValueError(f"layer {layer} of tiles {missing} has not been decoded")
+        crcs = b"".join(self._symbol_checksums[(layer, t.index)].to_bytes(4, "little") for t in tiles)
+        return zlib.crc32(crcs)
+
+    def decode(self, layers: int | None = None, region: Region | None = None) -> np.ndarray:
+        """Pixels (h, w, 3 uint8) after `layers` layers (default: all available).
+
+        `region` is (x, y, width, height) in pixels; only the tiles it touches
+        are decoded. Default: the whole picture.
+        """
         header = self.header
         layers = self.layers_available if layers is None else layers
         if layers < 1 or layers > header.layer_count:
@@ -211,15 +265,49 @@ class Decoder:
             raise TruncatedLayerError(
                 f"layer {layers} needs {header.end_of_layer(layers)} bytes, only {len(self._data)} present"
             )
-        if layers in self._pixels:
-            return self._pixels[layers]
-        if self._state is None or self._state.layer > layers:
-            height, width = padded_size(header.height, header.width)
+        region = check_region(region, header.width, header.height)
+        if self._last is not None and self._last[0] == (layers, region):
+            return self._last[1]
+        x, y, width, height = region
+        pixels = np.empty((height, width, 3), dtype=np.uint8)
+        for tile in header.tiles:
+            if not tile.touches(*region):
+                continue
+            shown = self._tile_pixels(tile, layers)
+            left, top = max(x, tile.x), max(y, tile.y)
+            right, bottom = min(x + width, tile.x + tile.width), min(y + height, tile.y + tile.height)
+            pixels[top - y : bottom - y, left - x : right - x] = shown[
+                top - tile.y : bottom - tile.y, left - tile.x : right - tile.x
+            ]
+        self._last = ((layers, region), pixels)
+        return pixels
+
+    def _tile_pixels(self, tile: container.Tile, layers: int) -> np.ndarray:
+        """Bring one tile's states to `layers` and return its shown picture."""
+        header = self.header
+        state = self._states.get(tile.index)
+        if state is None or state.layer > layers:
+            height, width = padded_size(tile.height, tile.width)
             blank = next(self.model.parameters()).new_zeros(1, 3, height, width)
-            self._state = self.model.initial_state(blank)
-        while self._state.layer < layers:
-            index = self._state.layer + 1
-            decode_layer(self.model, container.layer_payload(header, self._data, index), self._state)
-            pixels = to_pixels(self._state.reconstruction, header.height, header.width).cpu().numpy()
-            self._pixels[index] = pixels
-        return self._pixels[layers]
+            state = self._states[tile.index] = self.model.initial_state(blank)
+        while state.layer < layers:
+            layer = state.layer + 1
+            payload = container.tile_payload(header, self._data, layer, tile.index)
+            self._symbol_checksums[(layer, tile.index)] = decode_layer(self.model, payload, state)
+            self.iterations += 1
+        shown = self.model.shown_picture(state.reconstruction, layers)
+        return to_pixels(shown, tile.height, tile.width).cpu().numpy()
+
+
+def check_region(region: Region | None, width: int, height: int) -> Region:
+    """The region as (x, y, w, h) inside a width x height picture, or a ValueError saying why not."""
+    if region is None:
+        return (0, 0, width, height)
+    if len(region) != 4 or not all(isinstance(v, (int, np.integer)) for v in region):
+        raise ValueError("a region is four integers: x, y, width, height")
+    x, y, w, h = (int(v) for v in region)
+    if x < 0 or y < 0 or w < 1 or h < 1:
+        raise ValueError("a region needs x, y >= 0 and a width and height of at least 1")
+    if x + w > width or y + h > height:
+        raise ValueError(f"region {x},{y},{w},{h} reaches outside the {width}x{height} picture")
+    return (x, y, w, h)

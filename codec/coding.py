@@ -12,6 +12,7 @@ the encoder and any decoder derive the same CDF rows bit for bit.
 from __future__ import annotations
 
 import struct
+import zlib
 
 import torch
 from torch import Tensor
@@ -39,9 +40,19 @@ def encode_layer(model: ScalableCodec, image: Tensor, state: RecurrentState) -> 
     return _SIDE_LENGTH.pack(len(side_string)) + side_string + latent_string
 
 
+def symbol_checksum(side_symbols: Tensor, latent_symbols: Tensor) -> int:
+    """CRC-32 of a layer's rANS symbols (int32 little-endian, side then latents).
+
+    Float rounding never reaches the symbols, so this is the same on every
+    machine, thread count and device: what the determinism tests compare.
+    """
+    crc = zlib.crc32(side_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes())
+    return zlib.crc32(latent_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes(), crc)
+
+
 @torch.no_grad()
-def decode_layer(model: ScalableCodec, payload: bytes, state: RecurrentState) -> None:
-    """Decode the next layer from `payload` and update `state` in place."""
+def decode_layer(model: ScalableCodec, payload: bytes, state: RecurrentState) -> int:
+    """Decode the next layer from `payload`, update `state` in place; the layer's `symbol_checksum`."""
     k = state.layer
     if len(payload) < _SIDE_LENGTH.size:
         raise CorruptLayerError(f"layer {k + 1} payload is {len(payload)} bytes, too short")
@@ -58,7 +69,10 @@ def decode_layer(model: ScalableCodec, payload: bytes, state: RecurrentState) ->
         latents_hat = model.latent_model.decompress([latent_string], indexes, torch.float64, means)
     except (RuntimeError, ValueError, OverflowError) as error:
         raise CorruptLayerError(f"layer {k + 1} does not decode: {error}") from error
+    medians = model.side_models[k].quantiles[:, 0, 1].detach().double()[None, :, None, None]
+    checksum = symbol_checksum(torch.round(side_hat.double() - medians), torch.round(latents_hat - means))
     model.synthesise(latents_hat, state)
+    return checksum
 
 
 def to_pixels(reconstruction: Tensor, height: int, width: int) -> Tensor:

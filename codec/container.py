@@ -4,6 +4,11 @@ Pure bytes, no torch. The format is specified in docs/format.md. Its key
 property is that any prefix ending at a layer boundary is itself a valid file
 (the header always lists every layer, and a reader decodes the layers that
 are completely present), so byte-range serving needs no re-encoding.
+
+Version 2 (written) cuts the picture into square tiles coded independently.
+Each layer starts with a tile table (size and CRC-32 of every tile's payload),
+so any tile of any layer can be found and checked alone. Version 1 (read
+only) is one tile covering the whole picture, with no tile table.
 """
 
 from __future__ import annotations
@@ -16,27 +21,69 @@ from codec.errors import (
     BadMagicError,
     ChecksumError,
     CorruptHeaderError,
+    CorruptLayerError,
     TruncatedHeaderError,
     TruncatedLayerError,
     UnsupportedVersionError,
 )
 
 MAGIC = b"SRIC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODEL_ID_BYTES = 16
 MAX_LAYERS = 255
 MAX_DIMENSION = 1 << 20
+TILE_ALIGNMENT = 64  # tile sides are multiples of the side-information stride
+MAX_TILES = 1 << 16
+# The encoder's tile side: memory follows it, and a region decodes only the
+# tiles it touches. Chosen by its rate cost on Kodak (docs/format.md).
+DEFAULT_TILE_SIZE = 256
 
 # magic, version, flags, header size, model id, width, height, layer count
 _FIXED = struct.Struct("<4sBBH16sIIB")
+_TILE_SIZE = struct.Struct("<I")  # version 2 only, right after the fixed part
 _ENTRY = struct.Struct("<III")  # offset, size, crc32
+_TILE_ENTRY = struct.Struct("<II")  # size, crc32
 _CRC = struct.Struct("<I")
+# Enough bytes to learn the whole header's size (`required_header_bytes`).
 FIXED_HEADER_BYTES = _FIXED.size
 
 
-def header_size(layer_count: int) -> int:
+def header_size(layer_count: int, version: int = FORMAT_VERSION) -> int:
     """Bytes of a header with `layer_count` table entries, CRC included."""
-    return _FIXED.size + layer_count * _ENTRY.size + _CRC.size
+    tile_field = _TILE_SIZE.size if version >= 2 else 0
+    return _FIXED.size + tile_field + layer_count * _ENTRY.size + _CRC.size
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of the picture, in pixels. `index` is its raster position from 0."""
+
+    index: int
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def touches(self, x: int, y: int, width: int, height: int) -> bool:
+        return self.x < x + width and x < self.x + self.width and self.y < y + height and y < self.y + self.height
+
+
+def tile_grid(width: int, height: int, tile_size: int) -> tuple[Tile, ...]:
+    """Tiles of `tile_size` in raster order; the last column and row may be narrower."""
+    if tile_size <= 0:
+        return (Tile(0, 0, 0, width, height),)
+    tiles = []
+    for y in range(0, height, tile_size):
+        for x in range(0, width, tile_size):
+            tiles.append(Tile(len(tiles), x, y, min(tile_size, width - x), min(tile_size, height - y)))
+    return tuple(tiles)
+
+
+def tile_count(width: int, height: int, tile_size: int) -> int:
+    if tile_size <= 0:
+        return 1
+    return -(-width // tile_size) * -(-height // tile_size)
 
 
 @dataclass(frozen=True)
@@ -59,10 +106,12 @@ class ContainerHeader:
     width: int
     height: int
     layers: tuple[LayerEntry, ...]
+    version: int = FORMAT_VERSION
+    tile_size: int = 0  # 0: one tile covering the picture (version 1)
 
     @property
     def header_bytes(self) -> int:
-        return header_size(len(self.layers))
+        return header_size(len(self.layers), self.version)
 
     @property
     def layer_count(self) -> int:
@@ -71,6 +120,17 @@ class ContainerHeader:
     @property
     def total_bytes(self) -> int:
         return self.layers[-1].end if self.layers else self.header_bytes
+
+    @property
+    def tiles(self) -> tuple[Tile, ...]:
+        return tile_grid(self.width, self.height, self.tile_size)
+
+    @property
+    def tile_table_bytes(self) -> int:
+        """Bytes at the start of each layer that list its tiles (0 in version 1)."""
+        if self.version < 2:
+            return 0
+        return tile_count(self.width, self.height, self.tile_size) * _TILE_ENTRY.size
 
     def end_of_layer(self, n: int) -> int:
         """Bytes needed to decode the first `n` layers (n = 0: the header)."""
@@ -84,10 +144,13 @@ class ContainerHeader:
 
     def to_dict(self) -> dict:
         return {
+            "version": self.version,
             "width": self.width,
             "height": self.height,
             "model": self.model_id.hex(),
             "header_bytes": self.header_bytes,
+            "tile_size": self.tile_size,
+            "tiles": len(self.tiles),
             "layers": [
                 {"index": e.index, "offset": e.offset, "size": e.size, "end": e.end, "crc32": e.crc32}
                 for e in self.layers
@@ -95,22 +158,34 @@ class ContainerHeader:
         }
 
 
-def serialize(model_id: bytes, width: int, height: int, payloads: list[bytes]) -> bytes:
-    """Build a complete container from the layers' payloads."""
+def serialize(model_id: bytes, width: int, height: int, tile_size: int, layers: list[list[bytes]]) -> bytes:
+    """Build a complete version-2 container; `layers[k][t]` is tile t's payload in layer k+1."""
     if len(model_id) != MODEL_ID_BYTES:
         raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
-    if not 1 <= len(payloads) <= MAX_LAYERS:
+    if not 1 <= len(layers) <= MAX_LAYERS:
         raise ValueError(f"a container holds 1..{MAX_LAYERS} layers")
     if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
         raise ValueError("image dimensions out of range")
-    size = header_size(len(payloads))
-    head = bytearray(_FIXED.pack(MAGIC, FORMAT_VERSION, 0, size, model_id, width, height, len(payloads)))
+    if tile_size <= 0 or tile_size % TILE_ALIGNMENT or tile_size > MAX_DIMENSION:
+        raise ValueError(f"tile size must be a positive multiple of {TILE_ALIGNMENT}")
+    tiles = tile_count(width, height, tile_size)
+    if tiles > MAX_TILES:
+        raise ValueError(f"{tiles} tiles; a container holds at most {MAX_TILES}")
+    if any(len(layer) != tiles for layer in layers):
+        raise ValueError(f"every layer needs {tiles} tile payloads")
+    size = header_size(len(layers))
+    head = bytearray(_FIXED.pack(MAGIC, FORMAT_VERSION, 0, size, model_id, width, height, len(layers)))
+    head += _TILE_SIZE.pack(tile_size)
+    bodies = []
     offset = size
-    for payload in payloads:
-        head += _ENTRY.pack(offset, len(payload), zlib.crc32(payload))
-        offset += len(payload)
+    for layer in layers:
+        table = b"".join(_TILE_ENTRY.pack(len(payload), zlib.crc32(payload)) for payload in layer)
+        body = table + b"".join(layer)
+        head += _ENTRY.pack(offset, len(body), zlib.crc32(table))
+        bodies.append(body)
+        offset += len(body)
     head += _CRC.pack(zlib.crc32(head))
-    return bytes(head) + b"".join(payloads)
+    return bytes(head) + b"".join(bodies)
 
 
 def _fixed_fields(data: bytes) -> tuple:
@@ -121,9 +196,9 @@ def _fixed_fields(data: bytes) -> tuple:
         raise TruncatedHeaderError(f"header needs {_FIXED.size} bytes, got {len(data)}")
     fields = _FIXED.unpack_from(data)
     _, version, _, size, _, _, _, count = fields
-    if version != FORMAT_VERSION:
-        raise UnsupportedVersionError(f"container format version {version}; this build reads {FORMAT_VERSION}")
-    if count < 1 or size != header_size(count):
+    if version not in READABLE_VERSIONS:
+        raise UnsupportedVersionError(f"container format version {version}; this build reads {READABLE_VERSIONS}")
+    if count < 1 or size != header_size(count, version):
         raise CorruptHeaderError(f"header size {size} does not fit {count} layers")
     return fields
 
@@ -138,7 +213,7 @@ def parse_header(data: bytes) -> ContainerHeader:
 
     Only the header bytes are needed; layers may be absent.
     """
-    _, _, flags, size, model_id, width, height, count = _fixed_fields(data)
+    _, version, flags, size, model_id, width, height, count = _fixed_fields(data)
     if len(data) < size:
         raise TruncatedHeaderError(f"header needs {size} bytes, got {len(data)}")
     (stored_crc,) = _CRC.unpack_from(data, size - _CRC.size)
@@ -148,23 +223,53 @@ def parse_header(data: bytes) -> ContainerHeader:
         raise CorruptHeaderError(f"unknown header flags {flags:#x}")
     if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
         raise CorruptHeaderError(f"image size {width}x{height} out of range")
+    table_start = _FIXED.size
+    tile_size = 0
+    if version >= 2:
+        (tile_size,) = _TILE_SIZE.unpack_from(data, _FIXED.size)
+        table_start += _TILE_SIZE.size
+        if tile_size <= 0 or tile_size % TILE_ALIGNMENT or tile_size > MAX_DIMENSION:
+            raise CorruptHeaderError(f"tile size {tile_size} is not a positive multiple of {TILE_ALIGNMENT}")
+        if tile_count(width, height, tile_size) > MAX_TILES:
+            raise CorruptHeaderError(f"{tile_count(width, height, tile_size)} tiles exceed {MAX_TILES}")
+    header = ContainerHeader(model_id, width, height, (), version, tile_size)
     entries = []
     expected_offset = size
     for i in range(count):
-        offset, length, crc = _ENTRY.unpack_from(data, _FIXED.size + i * _ENTRY.size)
+        offset, length, crc = _ENTRY.unpack_from(data, table_start + i * _ENTRY.size)
         if offset != expected_offset:
             raise CorruptHeaderError(f"layer {i + 1} starts at {offset}, expected {expected_offset}")
+        if length < header.tile_table_bytes:
+            raise CorruptHeaderError(f"layer {i + 1} is shorter than its tile table")
         entries.append(LayerEntry(i + 1, offset, length, crc))
         expected_offset = offset + length
-    return ContainerHeader(model_id, width, height, tuple(entries))
+    return ContainerHeader(model_id, width, height, tuple(entries), version, tile_size)
 
 
-def layer_payload(header: ContainerHeader, data: bytes, index: int) -> bytes:
-    """The verified bytes of layer `index` (from 1) out of `data`."""
+def _layer_bytes(header: ContainerHeader, data: bytes, index: int, end: int) -> bytes:
     entry = header.layers[index - 1]
-    if len(data) < entry.end:
+    if len(data) < entry.offset + end:
         raise TruncatedLayerError(f"layer {index} needs bytes up to {entry.end}, only {len(data)} present")
-    payload = bytes(data[entry.offset : entry.end])
-    if zlib.crc32(payload) != entry.crc32:
-        raise ChecksumError(f"layer {index} fails its CRC32 check")
+    return bytes(data[entry.offset : entry.offset + end])
+
+
+def tile_payload(header: ContainerHeader, data: bytes, index: int, tile: int) -> bytes:
+    """The verified bytes of `tile` (from 0) in layer `index` (from 1) out of `data`."""
+    entry = header.layers[index - 1]
+    if header.version < 2:
+        payload = _layer_bytes(header, data, index, entry.size)
+        if zlib.crc32(payload) != entry.crc32:
+            raise ChecksumError(f"layer {index} fails its CRC32 check")
+        return payload
+    table = _layer_bytes(header, data, index, header.tile_table_bytes)
+    if zlib.crc32(table) != entry.crc32:
+        raise ChecksumError(f"layer {index}'s tile table fails its CRC32 check")
+    sizes = [_TILE_ENTRY.unpack_from(table, t * _TILE_ENTRY.size) for t in range(len(table) // _TILE_ENTRY.size)]
+    if header.tile_table_bytes + sum(size for size, _ in sizes) != entry.size:
+        raise CorruptLayerError(f"layer {index}'s tile sizes do not add up to the layer's size")
+    start = header.tile_table_bytes + sum(size for size, _ in sizes[:tile])
+    size, crc = sizes[tile]
+    payload = _layer_bytes(header, data, index, start + size)[start:]
+    if zlib.crc32(payload) != crc:
+        raise ChecksumError(f"tile {tile} of layer {index} fails its CRC32 check")
     return payload

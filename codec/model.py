@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from codec import exact
 from codec.layers import ConvLSTMCell, LSTMState, conv3x3
+from codec.postfilter import PostFilter
 from codec.transforms import LappedAnalysis, LappedSynthesis
 
 LATENT_STRIDE = 16
@@ -60,6 +61,8 @@ class CodecConfig:
     history_channels: int = 32
     side_channels: int = 24
     lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05)
+    # 0: no post-filter; the picture shown is the running reconstruction
+    post_filter_channels: int = 0
 
     def __post_init__(self) -> None:
         if len(self.lambdas) != self.layers:
@@ -273,6 +276,8 @@ class ScalableCodec(CompressionModel):
         self.log_latent_gain = nn.Parameter(torch.full((k, m), math.log(INITIAL_LATENT_GAIN)))
         self.log_latent_inverse_gain = nn.Parameter(torch.full((k, m), -math.log(INITIAL_LATENT_GAIN)))
         self.log_increment_gain = nn.Parameter(-self.log_residual_gain.detach().clone())
+        channels = self.config.post_filter_channels
+        self.post_filter = PostFilter(k, channels) if channels else None
 
     # -- the per-layer pieces, shared by training and coding -----------------
 
@@ -367,6 +372,12 @@ class ScalableCodec(CompressionModel):
         increment, state.decoder = self.decoder(x, state.decoder)
         state.reconstruction = state.reconstruction + increment * self.log_increment_gain[k].exp()
         state.layer = k + 1
+
+    def shown_picture(self, reconstruction: Tensor, layers: int) -> Tensor:
+        """The picture a viewer sees after `layers` layers: post-filtered if the model has a filter."""
+        if self.post_filter is None:
+            return reconstruction
+        return self.post_filter(reconstruction, layers - 1)
 
     # -- training ------------------------------------------------------------
 

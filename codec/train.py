@@ -46,6 +46,8 @@ class TrainSettings:
     config: CodecConfig | None = None
     lambdas: tuple[float, ...] | None = None
     init_weights: Path | None = None
+    # > 0: train only a post-filter of this width on the frozen codec of `init_weights`
+    post_filter_channels: int = 0
 
 
 def distortion(reconstruction: Tensor, image: Tensor, objective: str) -> Tensor:
@@ -79,6 +81,12 @@ def psnr_from_mse(mse: float) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
+def post_filter_loss(model: ScalableCodec, outputs: list[LayerOutput], image: Tensor) -> Tensor:
+    """Mean over layers of log MSE of the shown picture: the mean PSNR gain, every layer alike."""
+    shown = [model.shown_picture(o.reconstruction, k) for k, o in enumerate(outputs, start=1)]
+    return torch.stack([torch.log((s - image).square().mean()) for s in shown]).mean()
+
+
 class Trainer:
     """Owns the model, optimizers and data for one resumable training run."""
 
@@ -101,6 +109,8 @@ class Trainer:
             config = CodecConfig.from_dict((saved or initial)["config"])
         if settings.lambdas is not None:
             config = CodecConfig.from_dict({**config.to_dict(), "lambdas": settings.lambdas})
+        if settings.post_filter_channels:
+            config = CodecConfig.from_dict({**config.to_dict(), "post_filter_channels": settings.post_filter_channels})
         self.model = ScalableCodec(config).to(self.device)
         gains, main, aux = self._parameter_groups()
         self.optimizer = torch.optim.Adam(
@@ -108,13 +118,14 @@ class Trainer:
             lr=settings.learning_rate,
         )
         self._set_learning_rate(settings.learning_rate)
-        self.aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=1e-3) if aux else None
         self.sampler = CropSampler(load_crop_bank(settings.crops), settings.crop_size, settings.seed)
         if saved is not None:
             self._restore(saved)
         elif initial is not None:
-            # a weights file carries the model only: the optimiser starts afresh
-            self.model.load_state_dict(initial["state_dict"])
+            # a weights file carries the model only: the optimiser starts afresh;
+            # a new post-filter starts as the identity
+            self.model.load_state_dict(initial["state_dict"], strict=not settings.post_filter_channels)
             self.step = int(initial["info"].get("steps", 0))
             self.elapsed = float(initial["info"].get("training_seconds", 0.0))
         else:
@@ -126,7 +137,14 @@ class Trainer:
         self._stop_requested = False
 
     def _parameter_groups(self) -> tuple[list, list, list]:
-        """Per-layer tables, other network weights, entropy-bottleneck quantiles."""
+        """Per-layer tables, other network weights, entropy-bottleneck quantiles.
+
+        When training a post-filter, it alone is trained and the codec is frozen.
+        """
+        if self.settings.post_filter_channels:
+            self.model.requires_grad_(False)
+            self.model.post_filter.requires_grad_(True)
+            return [], list(self.model.post_filter.parameters()), []
         gains, main, aux = [], [], []
         for name, parameter in self.model.named_parameters():
             if name.endswith("quantiles"):
@@ -144,7 +162,8 @@ class Trainer:
     def _restore(self, saved: dict) -> None:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.aux_optimizer.load_state_dict(saved["aux_optimizer"])
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.load_state_dict(saved["aux_optimizer"])
         self.sampler.restore(saved["sampler"])
         torch.set_rng_state(saved["torch_rng"])
         self.step = saved["step"]
@@ -156,7 +175,7 @@ class Trainer:
             "config": self.model.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer is not None else None,
             "sampler": self.sampler.state(),
             "torch_rng": torch.get_rng_state(),
             "step": self.step,
@@ -170,6 +189,8 @@ class Trainer:
 
     def train_step(self) -> dict:
         s = self.settings
+        if s.post_filter_channels:
+            return self._post_filter_step()
         self.model.train()
         image = self.sampler.batch(s.batch).to(self.device)
         outputs = self.model(image, s.layers)
@@ -186,6 +207,19 @@ class Trainer:
         self.aux_optimizer.step()
         return {"loss": loss.item(), "bpp": sum(r.item() for r in rates), "aux": aux.item()}
 
+    def _post_filter_step(self) -> dict:
+        """The frozen codec runs in eval mode (rounding, as at test time); only the filter learns."""
+        self.model.eval()
+        image = self.sampler.batch(self.settings.batch).to(self.device)
+        with torch.no_grad():
+            outputs = self.model(image, self.settings.layers)
+        loss = post_filter_loss(self.model, outputs, image)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        pixels = image.shape[0] * image.shape[2] * image.shape[3]
+        return {"loss": loss.item(), "bpp": sum(r.item() for r in layer_rates(outputs, pixels))}
+
     @torch.no_grad()
     def validate(self) -> dict:
         """Estimated bpp and PSNR per layer on the fixed validation crops."""
@@ -196,7 +230,8 @@ class Trainer:
         row, cumulative = {}, 0.0
         for k, (rate, out) in enumerate(zip(rates, outputs), start=1):
             cumulative += rate.item()
-            mse = (out.reconstruction.clamp(0, 1) - self.validation).square().mean().item() * 255.0**2
+            shown = self.model.shown_picture(out.reconstruction, k)
+            mse = (shown.clamp(0, 1) - self.validation).square().mean().item() * 255.0**2
             row[f"bpp{k}"] = round(cumulative, 4)
             row[f"psnr{k}"] = round(psnr_from_mse(mse), 3)
         return row

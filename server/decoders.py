@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from codec.api import Decoder
+from codec.api import Decoder, Region
 from codec.imageio import write_image
 from server.jobs import ModelPool, PoolBusy
 from server.metrics import Metrics
@@ -82,9 +82,14 @@ class Reconstructions:
         self._pictures = _ByteLRU(picture_bytes)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    async def picture(self, image: StoredImage, layers: int, fmt: str, *, wait: float = 0.0) -> bytes:
-        """The reconstruction from the first `layers` layers, encoded as `fmt` (png, webp, jpeg)."""
-        key = (image.id, layers, fmt)
+    async def picture(
+        self, image: StoredImage, layers: int, fmt: str, *, region: Region | None = None, wait: float = 0.0
+    ) -> bytes:
+        """The reconstruction from the first `layers` layers, encoded as `fmt` (png, webp, jpeg).
+
+        `region` (x, y, w, h) crops it, decoding only the tiles the region touches.
+        """
+        key = (image.id, layers, fmt, region)
         cached = self._pictures.get(key)
         if cached is not None:
             self.metrics.cache.labels("picture", "hit").inc()
@@ -99,7 +104,9 @@ class Reconstructions:
             self.metrics.cache.labels("decoder", "hit" if slot else "miss").inc()
             decoder = slot.decoder if slot else None
             try:
-                decoder, data = await self.pool.run(lambda: self._render(decoder, image, layers, fmt), wait=wait)
+                decoder, data = await self.pool.run(
+                    lambda: self._render(decoder, image, layers, fmt, region), wait=wait
+                )
             except PoolBusy:
                 if slot is not None:
                     self._decoders[image.id] = slot  # untouched: keep it for the retry
@@ -108,7 +115,9 @@ class Reconstructions:
             self._pictures.put(key, data)
             return data
 
-    def _render(self, decoder: Decoder | None, image: StoredImage, layers: int, fmt: str) -> tuple[Decoder, bytes]:
+    def _render(
+        self, decoder: Decoder | None, image: StoredImage, layers: int, fmt: str, region: Region | None
+    ) -> tuple[Decoder, bytes]:
         """On a worker thread: feed the missing bytes, decode, encode the picture."""
         need = image.end_of_layer(layers)
         with self.metrics.stage("decode", "read"):
@@ -116,10 +125,10 @@ class Reconstructions:
                 decoder = Decoder(self.storage.read(image, 0, need), self.model)
             elif decoder.bytes_held < need:
                 decoder.feed(self.storage.read(image, decoder.bytes_held, need))
-        before = decoder.layers_decoded
+        before = decoder.iterations
         with self.metrics.stage("decode", "layers"):
-            pixels = decoder.decode(layers)
-        self.metrics.layers_decoded.inc(max(0, decoder.layers_decoded - before))
+            pixels = decoder.decode(layers, region)
+        self.metrics.layers_decoded.inc(decoder.iterations - before)
         with self.metrics.stage("decode", "picture"):
             data = write_image(pixels, format=PICTURE_FORMATS[fmt][0])
         return decoder, data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from codec.api import check_region
 from server import ranges
 from server.decoders import PICTURE_FORMATS
 from server.encoding import encode_verified, inspect_upload
@@ -92,13 +94,28 @@ async def encode_image(
     return JSONResponse(document.model_dump(), status_code=201, headers={"Location": document.urls.info})
 
 
+REGION = re.compile(r"[0-9]{1,7}(,[0-9]{1,7}){3}")
+
+
+def parse_region(text: str | None, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """`x,y,w,h` inside the picture, or None for the whole picture; 400 for malformed, 422 for outside."""
+    if text is None:
+        return None
+    if not REGION.fullmatch(text):
+        raise ApiError(400, "bad_region", "region must be x,y,w,h: four non-negative integers")
+    try:
+        return check_region(tuple(int(p) for p in text.split(",")), width, height)
+    except ValueError as error:
+        raise ApiError(422, "region_out_of_bounds", str(error)) from None
+
+
 @router.get(
     "/image/{image_id}",
     dependencies=[Depends(require_read)],
     responses={
         200: {"content": {mime: {} for _, mime in PICTURE_FORMATS.values()}},
         304: {"description": "If-None-Match matched"},
-        **_errors(404, 409, 422, 429, 500),
+        **_errors(400, 404, 409, 422, 429, 500),
     },
     response_class=Response,
     summary="The reconstruction from the first n layers",
@@ -109,6 +126,13 @@ async def get_picture(
     image_id: str,
     layers: Annotated[int | None, Query(description="layers to decode, 1..layer count (default: all)")] = None,
     format: Annotated[Literal["png", "webp", "jpeg"], Query(description="picture format")] = "png",
+    region: Annotated[
+        str | None,
+        Query(
+            description="x,y,w,h in pixels: only this rectangle, decoding only the tiles it touches",
+            max_length=64,
+        ),
+    ] = None,
 ) -> Response:
     """Decoding is incremental and cached: asking for n+1 layers after n costs one layer."""
     _, storage, _, reconstructions = service.parts()
@@ -116,12 +140,13 @@ async def get_picture(
     count = image.layer_count if layers is None else layers
     if not 1 <= count <= image.layer_count:
         raise ApiError(422, "layers_out_of_range", f"layers must be within 1..{image.layer_count}")
-    etag = f'"{image.sha256[:32]}-{count}-{format}"'
+    rectangle = parse_region(region, image.width, image.height)
+    etag = f'"{image.sha256[:32]}-{count}-{format}{"-" + ",".join(map(str, rectangle)) if rectangle else ""}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "X-Layers": str(count)}
     condition = request.headers.get("if-none-match")
     if condition is not None and ranges.if_none_match(condition, etag):
         return Response(status_code=304, headers=headers)
-    data = await reconstructions.picture(image, count, format)
+    data = await reconstructions.picture(image, count, format, region=rectangle)
     return Response(data, media_type=PICTURE_FORMATS[format][1], headers=headers)
 
 

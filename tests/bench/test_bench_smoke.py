@@ -70,7 +70,7 @@ def test_codec_benchmark_measures_every_codec_and_writes_its_sections(
         assert heading in text
     assert "failed" not in text
     assert "training run (`python -m codec train`)" in text
-    (ours,) = rows(text, "ours (float64)")
+    (ours,) = rows(text, codec_bench.ours_name())
     (jpeg2000,) = rows(text, "JPEG 2000, 6 quality layers")
     (bmshj,) = rows(text, row_name(text, "bmshj2018-hyperprior q1"))
     for row in (ours, jpeg2000, bmshj):

@@ -1,0 +1,59 @@
+"""The decoder-side post-filter: removes block edges from the picture shown.
+
+The running reconstruction of the residual coder stays as it is (the next
+layer codes the residual against it, so the bitstream does not depend on this
+filter). Only the picture handed to the viewer passes through a small
+convolutional network, trained on the frozen codec, that knows which layer
+it is looking at and where the transform's block edges are. It runs at half
+resolution on 2x2 pixel groups, so it sees a 16x16 block edge with 8 pixels
+on either side for about 6,600 multiply-accumulates per pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from codec.transforms import BLOCK
+
+GROUP = 2  # pixels per side folded into channels
+# The transform's block grid at the filter's resolution: the filter is told
+# where each pixel sits in its 16x16 block, so it knows where the edges are.
+PHASES = BLOCK // GROUP
+
+
+class PostFilter(nn.Module):
+    """Reconstruction after layer k (N, 3, H, W), H and W even, to the shown picture."""
+
+    def __init__(self, layers: int, channels: int, depth: int = 3) -> None:
+        super().__init__()
+        folded = 3 * GROUP * GROUP
+        self.head = nn.Conv2d(folded + 2 * PHASES, channels, 3, padding=1)
+        self.layer_bias = nn.Parameter(torch.zeros(layers, channels))
+        self.body = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(depth - 1))
+        self.tail = nn.Conv2d(channels, folded, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, reconstruction: Tensor, layer: int) -> Tensor:
+        """`layer` counts from 0: the filter of the picture after layer `layer + 1`."""
+        x = F.pixel_unshuffle(reconstruction, GROUP)
+        x = torch.cat([x, block_phase(x)], dim=1)
+        features = F.relu(self.head(x) + self.layer_bias[layer][None, :, None, None])
+        for conv in self.body:
+            features = F.relu(conv(features))
+        return reconstruction + F.pixel_shuffle(self.tail(features), GROUP)
+
+
+def block_phase(folded: Tensor) -> Tensor:
+    """One-hot row and column position inside the block grid, shaped like `folded` (N, 2*PHASES, h, w).
+
+    Tiles start at multiples of the block size, so the phase is the same
+    whether a tile is filtered alone or as part of the picture.
+    """
+    n, _, height, width = folded.shape
+    rows = F.one_hot(torch.arange(height, device=folded.device) % PHASES, PHASES).t()[:, :, None]
+    columns = F.one_hot(torch.arange(width, device=folded.device) % PHASES, PHASES).t()[:, None, :]
+    phase = torch.cat([rows.expand(-1, -1, width), columns.expand(-1, height, -1)]).to(folded.dtype)
+    return phase[None].expand(n, -1, -1, -1)
