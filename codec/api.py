@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,22 +185,31 @@ def encode(
 
 
 Region = tuple[int, int, int, int]
+# The recurrent states a Decoder keeps: about 3 MB per 256x256 tile, so a
+# 16 MP picture's tiles all fit and a 100 MP one decodes in bounded memory.
+DEFAULT_STATE_BUDGET = 1 << 30
 
 
 class Decoder:
     """Incremental decoder of one container.
 
-    Keeps every tile's RNN states between calls, so decoding layer n+1 after
+    Keeps the tiles' RNN states between calls, so decoding layer n+1 after
     layer n costs one iteration per tile, and a region decodes only the tiles
-    it touches. Bytes may arrive in pieces through `feed`.
+    it touches. The states held are bounded by `state_budget` bytes: past it
+    the least recently used tiles' states are dropped (and decoded again from
+    the first layer if asked for), so a huge picture decodes in bounded
+    memory. Bytes may arrive in pieces through `feed`.
     Not thread-safe: one decoder serves one caller at a time.
     """
 
-    def __init__(self, data: bytes, model: ScalableCodec) -> None:
+    def __init__(self, data: bytes, model: ScalableCodec, state_budget: int = DEFAULT_STATE_BUDGET) -> None:
         self.model = model
+        self.state_budget = state_budget
         self._data = bytearray()
         self._header: container.ContainerHeader | None = None
-        self._states: dict[int, RecurrentState] = {}
+        self._states: OrderedDict[int, RecurrentState] = OrderedDict()
+        self._state_bytes: dict[int, int] = {}
+        self._layers_shown = 0
         self._symbol_checksums: dict[tuple[int, int], int] = {}  # (layer, tile) -> CRC-32 of its symbols
         self.iterations = 0  # RNN iterations run, over all tiles: what decoding has cost so far
         self._last: tuple[tuple[int, Region], np.ndarray] | None = None
@@ -237,10 +247,8 @@ class Decoder:
 
     @property
     def layers_decoded(self) -> int:
-        """The layer every tile has reached (0 until every tile has one)."""
-        if self._header is None or len(self._states) < len(self._header.tiles):
-            return 0
-        return min(state.layer for state in self._states.values())
+        """How many layers the last `decode` showed (0 before the first)."""
+        return self._layers_shown
 
     def symbol_checksum(self, layer: int) -> int:
         """CRC-32 over the tiles' symbol checksums of `layer`, in tile order (every tile decoded once)."""
@@ -280,6 +288,7 @@ class Decoder:
                 top - tile.y : bottom - tile.y, left - tile.x : right - tile.x
             ]
         self._last = ((layers, region), pixels)
+        self._layers_shown = layers
         return pixels
 
     def _tile_pixels(self, tile: container.Tile, layers: int) -> np.ndarray:
@@ -296,7 +305,27 @@ class Decoder:
             self._symbol_checksums[(layer, tile.index)] = decode_layer(self.model, payload, state)
             self.iterations += 1
         shown = self.model.shown_picture(state.reconstruction, layers)
+        self._hold(tile.index, state)
         return to_pixels(shown, tile.height, tile.width).cpu().numpy()
+
+    def _hold(self, index: int, state: RecurrentState) -> None:
+        """Keep `state` as the most recently used; drop the oldest others beyond the budget."""
+        self._states[index] = state
+        self._states.move_to_end(index)
+        self._state_bytes[index] = state_bytes(state)
+        while len(self._states) > 1 and sum(self._state_bytes.values()) > self.state_budget:
+            oldest, _ = self._states.popitem(last=False)
+            del self._state_bytes[oldest]
+
+
+def state_bytes(state: RecurrentState) -> int:
+    """Memory held by one tile's recurrent state."""
+    total = 0
+    for value in vars(state).values():
+        for tensor in value if isinstance(value, tuple) else (value,):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def check_region(region: Region | None, width: int, height: int) -> Region:

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from codec.errors import InvalidImageError
 
-Image.MAX_IMAGE_PIXELS = 64_000_000  # Pillow's decompression-bomb check stays on
+Image.MAX_IMAGE_PIXELS = 200_000_000  # Pillow's decompression-bomb check stays on (tiles bound the codec's memory)
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:

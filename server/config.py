@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # limits
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="413 above this")
-    max_pixels: int = Field(16_000_000, ge=1, le=64_000_000, description="413 above width*height")
+    max_pixels: int = Field(100_000_000, ge=1, le=200_000_000, description="413 above width*height")
     allowed_formats: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(IMAGE_FORMATS), description="Pillow format names, comma separated; else 415"
     )

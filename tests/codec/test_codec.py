@@ -104,6 +104,17 @@ def test_tiles_decode_alone_and_regions_are_crops_of_the_whole(model: ScalableCo
     assert fresh.iterations == 3
 
 
+def test_a_state_budget_bounds_memory_and_re_decodes_dropped_tiles(model: ScalableCodec) -> None:
+    image = natural_image(150, 200, seed=4)
+    data = encode(image, model, layers=2, tile_size=64)
+    reference = Decoder(data, model).decode(2)
+    small = Decoder(data, model, state_budget=1)  # room for one tile's state at a time
+    assert np.array_equal(small.decode(2), reference)
+    assert len(small._states) == 1 and small.iterations == 24  # 12 tiles x 2 layers
+    assert np.array_equal(small.decode(2, (0, 0, 10, 10)), reference[:10, :10])
+    assert small.iterations == 26  # tile 0 was dropped: decoded again from layer 1
+
+
 @pytest.mark.parametrize(
     "region", [(-1, 0, 5, 5), (0, 0, 0, 5), (0, 0, 113, 1), (100, 70, 20, 20), (0, 0, 5), (0.5, 0, 5, 5)]
 )
