@@ -253,6 +253,17 @@ def _layer_bytes(header: ContainerHeader, data: bytes, index: int, end: int) -> 
     return bytes(data[entry.offset : entry.offset + end])
 
 
+def _tile_entries(header: ContainerHeader, index: int, table: bytes) -> list[tuple[int, int]]:
+    """The verified (size, crc32) of every tile of layer `index`, from its tile table."""
+    entry = header.layers[index - 1]
+    if zlib.crc32(table) != entry.crc32:
+        raise ChecksumError(f"layer {index}'s tile table fails its CRC32 check")
+    entries = [_TILE_ENTRY.unpack_from(table, t * _TILE_ENTRY.size) for t in range(len(table) // _TILE_ENTRY.size)]
+    if header.tile_table_bytes + sum(size for size, _ in entries) != entry.size:
+        raise CorruptLayerError(f"layer {index}'s tile sizes do not add up to the layer's size")
+    return entries
+
+
 def tile_payload(header: ContainerHeader, data: bytes, index: int, tile: int) -> bytes:
     """The verified bytes of `tile` (from 0) in layer `index` (from 1) out of `data`."""
     entry = header.layers[index - 1]
@@ -261,15 +272,26 @@ def tile_payload(header: ContainerHeader, data: bytes, index: int, tile: int) ->
         if zlib.crc32(payload) != entry.crc32:
             raise ChecksumError(f"layer {index} fails its CRC32 check")
         return payload
-    table = _layer_bytes(header, data, index, header.tile_table_bytes)
-    if zlib.crc32(table) != entry.crc32:
-        raise ChecksumError(f"layer {index}'s tile table fails its CRC32 check")
-    sizes = [_TILE_ENTRY.unpack_from(table, t * _TILE_ENTRY.size) for t in range(len(table) // _TILE_ENTRY.size)]
-    if header.tile_table_bytes + sum(size for size, _ in sizes) != entry.size:
-        raise CorruptLayerError(f"layer {index}'s tile sizes do not add up to the layer's size")
-    start = header.tile_table_bytes + sum(size for size, _ in sizes[:tile])
-    size, crc = sizes[tile]
+    entries = _tile_entries(header, index, _layer_bytes(header, data, index, header.tile_table_bytes))
+    start = header.tile_table_bytes + sum(size for size, _ in entries[:tile])
+    size, crc = entries[tile]
     payload = _layer_bytes(header, data, index, start + size)[start:]
     if zlib.crc32(payload) != crc:
         raise ChecksumError(f"tile {tile} of layer {index} fails its CRC32 check")
     return payload
+
+
+def verify_layer(header: ContainerHeader, index: int, layer: bytes) -> None:
+    """Check every CRC of layer `index`, given its bytes alone (what a server sends as one message)."""
+    entry = header.layers[index - 1]
+    if len(layer) != entry.size:
+        raise TruncatedLayerError(f"layer {index} has {len(layer)} of its {entry.size} bytes")
+    if header.version < 2:
+        if zlib.crc32(layer) != entry.crc32:
+            raise ChecksumError(f"layer {index} fails its CRC32 check")
+        return
+    start = header.tile_table_bytes
+    for tile, (size, crc) in enumerate(_tile_entries(header, index, layer[:start])):
+        if zlib.crc32(layer[start : start + size]) != crc:
+            raise ChecksumError(f"tile {tile} of layer {index} fails its CRC32 check")
+        start += size

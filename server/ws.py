@@ -23,13 +23,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import zlib
 from dataclasses import dataclass
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from codec.container import parse_header
+from codec.container import parse_header, verify_layer
 from codec.errors import CodecError
 from server.decoders import PICTURE_FORMATS
 from server.errors import as_api_error
@@ -222,7 +221,7 @@ class Stream:
         await self._send(json.dumps(info))
         header = await self._read(0, image.header_bytes)
         try:
-            parse_header(header)
+            parsed = parse_header(header)
         except CodecError as error:
             raise Close(SERVER_ERROR, "corrupt_bitstream") from error
         await self._send(header)
@@ -235,8 +234,10 @@ class Stream:
                 except TimeoutError:
                     raise Close(IDLE, "idle: no credit granted") from None
             payload = await self._read(layer.offset, layer.end)
-            if zlib.crc32(payload) != layer.crc32:
-                raise Close(SERVER_ERROR, "corrupt_bitstream")
+            try:
+                verify_layer(parsed, layer.index, payload)
+            except CodecError as error:
+                raise Close(SERVER_ERROR, "corrupt_bitstream") from error
             await self._send(payload)
             del payload
             if self.previews:

@@ -155,6 +155,25 @@ def test_every_single_byte_flip_in_layer_data_is_detected() -> None:
                         container.tile_payload(header, bytes(corrupted), entry.index, tile.index)
 
 
+def test_a_layer_verifies_from_its_own_bytes() -> None:
+    data = build()
+    header = container.parse_header(data)
+    for entry in header.layers:
+        layer = data[entry.offset : entry.end]
+        container.verify_layer(header, entry.index, layer)
+        for position in range(len(layer)):
+            corrupted = bytearray(layer)
+            corrupted[position] ^= 0x40
+            with pytest.raises(ChecksumError):
+                container.verify_layer(header, entry.index, bytes(corrupted))
+        with pytest.raises(TruncatedLayerError):
+            container.verify_layer(header, entry.index, layer[:-1])
+    v1 = version_1_file(5, 5, [b"abc"])
+    container.verify_layer(container.parse_header(v1), 1, b"abc")
+    with pytest.raises(ChecksumError):
+        container.verify_layer(container.parse_header(v1), 1, b"abd")
+
+
 def test_every_single_byte_flip_in_the_header_is_detected() -> None:
     data = build()
     for position in range(container.header_size(len(LAYERS))):
