@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -92,10 +93,33 @@ def _load(service: Service) -> None:
     service.storage = storage
 
 
+class RedactQueryKeys(logging.Filter):
+    """Masks the value of every `…key=` or `…token=` query parameter in uvicorn's log lines (the access
+    line of each request, the `WebSocket … [accepted]` line of each stream). The service reads keys from
+    headers only, but an old viewer or a hand-written URL may still carry one."""
+
+    PATTERN = re.compile(r"([?&][^=&#\s\"]*(?:key|token)=)[^&#\s\"]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = self.PATTERN.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_uvicorn_logs() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQueryKeys) for f in logger.filters):
+            logger.addFilter(RedactQueryKeys())
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: Service = app.state.service
     settings = service.settings
+    redact_uvicorn_logs()  # here, not in create_app: uvicorn configures its loggers after create_app
     try:
         await run_in_threadpool(_load, service)
     except (CodecError, StorageError, DeviceUnavailable) as error:  # a clear line in the log, then uvicorn exits

@@ -71,14 +71,17 @@ def require_write(connection: HTTPConnection) -> None:
         raise _refuse("this request needs the write key: Authorization: Bearer <key>")
 
 
-def read_allowed(connection: HTTPConnection, query_key: str | None = None) -> bool:
+def read_allowed(connection: HTTPConnection, offered_key: str | None = None) -> bool:
+    """Reads are public unless a read key is set; then only the read key reads (the write key does not:
+    distinct roles). The key comes from `Authorization: Bearer`, or `offered_key` (a WebSocket's
+    `Sec-WebSocket-Protocol`); never from the URL, which access logs keep."""
     settings = get_service(connection).settings
     if settings.read_key is None:
         return True
-    return _matches(_bearer(connection) or query_key, settings.read_key, settings.write_key)
+    return _matches(offered_key if offered_key is not None else _bearer(connection), settings.read_key)
 
 
 def require_read(connection: HTTPConnection) -> None:
-    """Reads are public unless a read key is set; then the read key or the write key is needed."""
+    """Reads need `Authorization: Bearer <read_key>` when a read key is set."""
     if not read_allowed(connection):
         raise _refuse("this request needs the read key: Authorization: Bearer <key>")

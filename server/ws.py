@@ -11,6 +11,11 @@ Protocol 1 (full text in docs/server.md):
     server -> binary the preview picture
     server -> text   {"type": "done", "layers": L, "bytes": total}, then close 1000
 
+The read key (when one is set) travels in a header, never in the URL, which access logs keep: the
+subprotocol `key.<base64url of the key>` offered next to `codec.v1` (the server selects `codec.v1`),
+or `Authorization: Bearer` for clients that can set it. A browser's `Origin` must be the server's own
+or one of `cors_origins`; any other is refused (HTTP 403) before the handshake completes.
+
 Every binary message that does not directly follow a `preview` text message is
 bitstream; those concatenated are the container. Each send is awaited with a
 timeout, so a client that stops reading costs the server at most one message
@@ -20,6 +25,8 @@ plus the transport's write buffer, and is dropped after `ws_send_timeout`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -51,6 +58,8 @@ UNKNOWN_IMAGE = 4404
 IDLE = 4408
 TOO_MANY_STREAMS = 4429
 CLOSE_GRACE = 1.0
+SUBPROTOCOL = "codec.v1"  # selected when offered: browsers fail a handshake whose offered protocols get none
+KEY_PROTOCOL = "key."  # key.<base64url of the read key, padding optional>
 
 
 class Close(Exception):
@@ -98,16 +107,44 @@ def _query_int(text: str | None, default: int) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None
 
 
+def offered_key(websocket: WebSocket) -> str | None:
+    """The read key of a `key.<base64url>` subprotocol; "" (a key that matches nothing) when malformed."""
+    for protocol in websocket.scope.get("subprotocols") or ():
+        if protocol.startswith(KEY_PROTOCOL):
+            encoded = protocol[len(KEY_PROTOCOL) :]
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (binascii.Error, ValueError):
+                return ""
+    return None
+
+
+def origin_allowed(websocket: WebSocket, cors_origins: list[str]) -> bool:
+    """No Origin (not a browser), the server's own origin (its viewer), or a configured CORS origin."""
+    origin = websocket.headers.get("origin")
+    if origin is None or origin in cors_origins or "*" in cors_origins:
+        return True
+    host = websocket.headers.get("host", "").lower()
+    return bool(host) and origin.lower() in (f"http://{host}", f"https://{host}")
+
+
 @router.websocket("/ws/image/{image_id}")
 async def stream_image(websocket: WebSocket, image_id: str) -> None:
-    """Query: `previews=png|webp|jpeg` (optional), `credit=N` (initial credit), `key=` (read key, if set)."""
+    """Query: `previews=png|webp|jpeg` (optional), `credit=N` (initial credit). The read key, if one is
+    set: subprotocol `key.<base64url>` (with `codec.v1`) or `Authorization: Bearer`."""
     service = get_service(websocket)
-    await websocket.accept()
+    if not origin_allowed(websocket, service.settings.cors_origins):
+        await _close(websocket, POLICY)  # before accept: uvicorn answers the handshake with 403
+        return
+    offered = websocket.scope.get("subprotocols") or ()
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     query = websocket.query_params
     slot = False
     try:
         try:
-            if not read_allowed(websocket, query.get("key")):
+            if not read_allowed(websocket, offered_key(websocket)):
+                if "key" in query:
+                    raise Close(UNAUTHORIZED, "read key required: send it in Sec-WebSocket-Protocol, not the URL")
                 raise Close(UNAUTHORIZED, "read key required")
             previews = query.get("previews")
             if previews is not None and previews not in PICTURE_FORMATS:

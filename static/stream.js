@@ -71,9 +71,23 @@ function streamUrl(imageId) {
   const url = serviceUrl(`ws/image/${encodeURIComponent(imageId)}`);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("previews", "png");
-  const key = accessKey();
-  if (key) url.searchParams.set("key", key); // browsers cannot set Authorization on a WebSocket
   return url;
+}
+
+/** base64url of the key's UTF-8 bytes, unpadded: every character is allowed in a subprotocol token. */
+function base64url(text) {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/**
+ * Browsers cannot set Authorization on a WebSocket, and a key in the URL would reach access logs: the key
+ * travels as the subprotocol `key.<base64url>`, beside `codec.v1`, which the server selects (docs/server.md).
+ */
+function streamProtocols() {
+  const key = accessKey();
+  return key ? ["codec.v1", `key.${base64url(key)}`] : ["codec.v1"];
 }
 
 /**
@@ -82,7 +96,7 @@ function streamUrl(imageId) {
  * `link` (the simulated slow link) before the layer is handed over and the next one requested.
  */
 export async function streamLayers(imageId, { link, signal, onLayer }) {
-  const socket = new WebSocket(streamUrl(imageId));
+  const socket = new WebSocket(streamUrl(imageId), streamProtocols());
   socket.binaryType = "arraybuffer";
   const inbox = new Inbox(socket, signal);
   try {

@@ -3,6 +3,7 @@ damaged blobs, full or unwritable storage, other weights, bugs, read keys, the v
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -129,14 +130,20 @@ def test_read_key(tmp_path: Path, weights_path: Path) -> None:
         refused = client.get(info)
         assert refused.status_code == 401 and error_of(refused) == "unauthorized"
         assert client.get(info, headers={"Authorization": "Bearer reader"}).status_code == 200
-        assert client.get(info, headers=AUTH).status_code == 200  # the write key reads too
+        assert client.get(info, headers=AUTH).status_code == 401  # distinct roles: the write key does not read
         assert client.get("/images").status_code == 401
         assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
         with client.websocket_connect(f"/ws/image/{document['id']}") as ws:
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_text()
             assert closed.value.code == 4401
-        with client.websocket_connect(f"/ws/image/{document['id']}?key=reader") as ws:
+        with client.websocket_connect(f"/ws/image/{document['id']}?key=reader") as ws:  # never in the URL
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            assert closed.value.code == 4401
+        key = base64.urlsafe_b64encode(b"reader").decode().rstrip("=")
+        with client.websocket_connect(f"/ws/image/{document['id']}", subprotocols=["codec.v1", f"key.{key}"]) as ws:
+            assert ws.accepted_subprotocol == "codec.v1"
             assert json.loads(ws.receive_text())["type"] == "info"
 
 
