@@ -185,7 +185,7 @@ def encode(
 
 
 Region = tuple[int, int, int, int]
-# The recurrent states a Decoder keeps: about 3 MB per 256x256 tile, so a
+# The recurrent states a Decoder keeps: about 2 MB per 192x192 tile, so a
 # 16 MP picture's tiles all fit and a 100 MP one decodes in bounded memory.
 DEFAULT_STATE_BUDGET = 1 << 30
 

@@ -13,7 +13,7 @@ from codec.container import DEFAULT_TILE_SIZE, tile_count
 from tests.harness import RunningServer, make_image, upload
 
 WIDTH, HEIGHT = 600, 300
-TILES = tile_count(WIDTH, HEIGHT, DEFAULT_TILE_SIZE)  # 3 x 2 of 256; the region below lies in one of them
+TILES = tile_count(WIDTH, HEIGHT, DEFAULT_TILE_SIZE)  # 4 x 2 of 192; the region below lies in one of them
 
 
 def pixels(data: bytes) -> np.ndarray:
