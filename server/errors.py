@@ -1,4 +1,4 @@
-"""Every error answers `{"error": {"code", "message"}}`; no traceback ever reaches a client.
+"""Every error answers `{"error": {"code", "message"}}` (`protocol.error_body`); no traceback ever reaches a client.
 
 The table of codes is in docs/server.md. Library exceptions are mapped here,
 so routes can let them propagate.
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codec.errors import CodecError, InvalidImageError, ModelMismatchError
+from protocol import error_body
 from server.encoding import TooManyPixels, UnsupportedFormat
 from server.jobs import PoolBusy
 from server.storage import ImageDeleted, StorageError, StorageFullError
@@ -51,10 +52,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
-
-
-def error_body(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

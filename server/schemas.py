@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
+from protocol import PROTOCOL_VERSION, image_paths  # noqa: F401  (PROTOCOL_VERSION: server.ws reads it here)
 from server.storage import StoredImage
-
-PROTOCOL_VERSION = 1
 
 
 class ErrorDetail(BaseModel):
@@ -17,6 +16,8 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The OpenAPI model of `protocol.error_body()`."""
+
     error: ErrorDetail
 
 
@@ -84,13 +85,7 @@ class Ready(BaseModel):
 
 
 def urls(image_id: str, root: str = "") -> ImageUrls:
-    return ImageUrls(
-        info=f"{root}/image/{image_id}/info",
-        image=f"{root}/image/{image_id}",
-        bitstream=f"{root}/image/{image_id}/bitstream",
-        websocket=f"{root}/ws/image/{image_id}",
-        viewer=f"{root}/?id={image_id}",
-    )
+    return ImageUrls(**image_paths(image_id, root))
 
 
 def _created(timestamp: float) -> str:
