@@ -136,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         init_weights=Path(args.init_weights) if args.init_weights else None,
         post_filter_channels=args.post_filter,
+        first_layer_rate_weight=args.first_layer_rate_weight,
     )
     if settings.post_filter_channels and settings.init_weights is None and not args.resume:
         raise SystemExit("--post-filter trains on a frozen codec: pass --init-weights weights/codec.pt")
@@ -239,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambdas", type=float, nargs="+", help="override the per-layer lambdas")
     p.add_argument("--init-weights", help="start a new checkpoint from a weights file (model only, fresh optimiser)")
     p.add_argument("--objective", choices=("mse", "ms-ssim"), default="mse")
+    p.add_argument(
+        "--first-layer-rate-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="add W times the first layer's rate to the loss (lowers layer 1's bpp)",
+    )
     p.add_argument(
         "--post-filter",
         type=int,

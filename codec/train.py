@@ -48,6 +48,8 @@ class TrainSettings:
     init_weights: Path | None = None
     # > 0: train only a post-filter of this width on the frozen codec of `init_weights`
     post_filter_channels: int = 0
+    # extra weight on the first layer's rate, which λ_1 alone does not move
+    first_layer_rate_weight: float = 0.0
 
 
 def distortion(reconstruction: Tensor, image: Tensor, objective: str) -> Tensor:
@@ -63,9 +65,17 @@ def layer_rates(outputs: list[LayerOutput], pixels: int) -> list[Tensor]:
 
 
 def rate_distortion_loss(
-    outputs: list[LayerOutput], image: Tensor, lambdas: tuple[float, ...], objective: str
+    outputs: list[LayerOutput],
+    image: Tensor,
+    lambdas: tuple[float, ...],
+    objective: str,
+    first_layer_rate_weight: float = 0.0,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """The paper's loss, averaged over layers: Σ_k [Σ_{j≤k} R_j + λ_k·D_k] / K."""
+    """The paper's loss, averaged over layers: Σ_k [Σ_{j≤k} R_j + λ_k·D_k] / K, plus w·R_1.
+
+    R_1 already counts in every term; `first_layer_rate_weight` w adds to it,
+    to move the first layer's rate where the λ alone do not.
+    """
     pixels = image.shape[0] * image.shape[2] * image.shape[3]
     rates = layer_rates(outputs, pixels)
     distortions = [distortion(o.reconstruction, image, objective) for o in outputs]
@@ -74,7 +84,7 @@ def rate_distortion_loss(
     for rate, dist, lam in zip(rates, distortions, lambdas):
         cumulative = cumulative + rate
         loss = loss + cumulative + lam * dist
-    return loss / len(outputs), rates, distortions
+    return loss / len(outputs) + first_layer_rate_weight * rates[0], rates, distortions
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -195,7 +205,9 @@ class Trainer:
         image = self.sampler.batch(s.batch).to(self.device)
         outputs = self.model(image, s.layers)
         lambdas = self.model.config.lambdas
-        loss, rates, distortions = rate_distortion_loss(outputs, image, lambdas, s.objective)
+        loss, rates, distortions = rate_distortion_loss(
+            outputs, image, lambdas, s.objective, s.first_layer_rate_weight
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # only the main parameters: the quantiles still hold the last aux gradient

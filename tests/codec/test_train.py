@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from codec.api import encode, load_model
+from codec.api import Decoder, encode, load_model
 from codec.model import CodecConfig, LayerOutput
-from codec.train import Trainer, TrainSettings, export_weights, rate_distortion_loss
+from codec.train import Trainer, TrainSettings, export_weights, post_filter_loss, rate_distortion_loss
 
 from .conftest import natural_image
 
@@ -137,3 +137,40 @@ def test_compressed_crop_bank_round_trips(tmp_path: Path) -> None:
     assert np.array_equal(load_crop_bank(tmp_path / "bank.npz"), bank)
     assert np.array_equal(load_crop_bank(tmp_path / "bank.npy"), bank)
     assert (tmp_path / "bank.npz").stat().st_size < (tmp_path / "bank.npy").stat().st_size
+
+
+def test_first_layer_rate_weight_adds_to_the_first_layer_rate_only() -> None:
+    image = torch.zeros(1, 3, 4, 4)
+    one_bit, certain = torch.full((1, 1, 2, 2), 0.5), torch.ones(1, 1, 1, 1)
+    outputs = [LayerOutput(torch.full_like(image, 2 / 255), one_bit, certain) for _ in range(2)]
+    plain, rates, _ = rate_distortion_loss(outputs, image, (0.5, 2.0), "mse")
+    weighted, _, _ = rate_distortion_loss(outputs, image, (0.5, 2.0), "mse", first_layer_rate_weight=3.0)
+    assert weighted.item() == pytest.approx(plain.item() + 3.0 * rates[0].item())
+
+
+def test_a_post_filter_trains_alone_on_the_frozen_codec(tmp_path: Path, crop_bank: Path) -> None:
+    """Only the filter's weights move, the model id stays (files keep decoding), and the shown picture improves."""
+    torch.set_num_threads(1)
+    Trainer(settings_for(tmp_path, crop_bank, steps=1, name="codec")).run()
+    codec_weights = export_weights(tmp_path / "codec.pt", tmp_path / "codec-weights.pt")
+    settings = settings_for(tmp_path, crop_bank, steps=30, name="filter")
+    settings.config, settings.init_weights, settings.post_filter_channels = None, codec_weights, 8
+    settings.learning_rate = 3e-3
+    trainer = Trainer(settings)
+    before = _parameters(trainer)
+    image = trainer.sampler.batch(4)
+    with torch.no_grad():
+        outputs = trainer.model.eval()(image)
+        loss_before = post_filter_loss(trainer.model, outputs, image).item()
+    trainer.run()
+    after = _parameters(trainer)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith("post_filter.") for name in moved), moved
+    with torch.no_grad():
+        assert post_filter_loss(trainer.model, trainer.model.eval()(image), image).item() < loss_before
+    filtered = load_model(export_weights(settings.checkpoint, tmp_path / "filtered.pt"))
+    plain = load_model(codec_weights)
+    assert filtered.post_filter is not None and plain.post_filter is None
+    assert filtered.model_id == plain.model_id
+    data = encode(natural_image(40, 56), plain)
+    assert Decoder(data, filtered).decode(2).shape == (40, 56, 3)
