@@ -1,5 +1,5 @@
 """Probes for the client tests: a transport that counts what the client receives, the server's own
-pictures, and the `python -m codec fetch` command in a subprocess."""
+pictures, and the `python -m client fetch` command in a subprocess."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def end_of_layer(info: dict, n: int) -> int:
 
 
 def run_fetch(weights_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m codec fetch ARGS --weights WEIGHTS` in a fresh process."""
+    """`python -m client fetch ARGS --weights WEIGHTS` in a fresh process."""
     # one torch thread, like the test server: other thread counts may round a few values differently (±1)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "codec", "fetch", *args, "--weights", str(weights_path)]
+    command = [sys.executable, "-m", "client", "fetch", *args, "--weights", str(weights_path)]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

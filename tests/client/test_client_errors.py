@@ -11,9 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from client import ProtocolError, RangeFetch, ServerError, StreamClosedError, WebSocketFetch
 from codec import container
 from codec.api import fresh_model
-from codec.client import ProtocolError, RangeFetch, ServerError, StreamClosedError, WebSocketFetch
 from codec.errors import ChecksumError, ModelMismatchError, TruncatedLayerError
 from tests.client.probes import CountingTransport, end_of_layer, picture, run_fetch, server_pixels
 from tests.harness import RunningServer, make_image, upload
@@ -201,7 +201,7 @@ def test_the_command_reports_errors_and_keeps_what_it_decoded(
     assert broken.returncode == 2
     layer_2_end = damaged["info"]["layers"][1]["end"]
     assert broken.stderr.splitlines() == [
-        "error: layer 3 fails its CRC32 check",
+        "error: tile 0 of layer 3 fails its CRC32 check",  # the image is one tile
         f"kept layers 1..2 ({layer_2_end} bytes) in {output}",
     ]
     np.testing.assert_array_equal(picture(output.read_bytes()), damaged["pictures"][2])

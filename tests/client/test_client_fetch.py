@@ -1,5 +1,5 @@
 """The progressive client against a real server on loopback: exact byte ranges, resumption,
-the WebSocket path, byte and PSNR budgets, and the `python -m codec fetch` command."""
+the WebSocket path, byte and PSNR budgets, and the `python -m client fetch` command."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from codec.client import RangeFetch, WebSocketFetch, iter_layers, locate
+from client import RangeFetch, WebSocketFetch, iter_layers, locate
 from tests.client.probes import CountingTransport, end_of_layer, picture, run_fetch, server_pixels
 from tests.harness import RunningServer
 

@@ -112,4 +112,4 @@ def test_torch_pair_is_pinned() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "torch==2.14.1" in project["dependencies"]
     assert "torchvision==0.29.1" in project["dependencies"]
-    assert set(project["scripts"]) == {"scalable-codec", "scalable-codec-server"}
+    assert set(project["scripts"]) == {"scalable-codec", "scalable-codec-server", "scalable-codec-client"}
