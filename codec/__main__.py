@@ -5,7 +5,8 @@ python -m codec decompress IN.bin OUT.png [--layers N] [--region X,Y,W,H] [--wei
 python -m codec info IN.bin
 python -m codec train --crops .cache/crops-256.npy ...
 python -m codec eval DIR [--out results/]
-python -m codec fetch URL OUT.png [--layers N | --bytes B | --psnr-target DB] [--via range|ws] [--each] [--key K]
+
+Fetching from a server is the client's: `python -m client fetch URL OUT.png ...`.
 """
 
 from __future__ import annotations
@@ -171,13 +172,6 @@ def cmd_card(args: argparse.Namespace) -> None:
     print(f"{args.output} written")
 
 
-def cmd_fetch(args: argparse.Namespace) -> None:
-    from codec.client import fetch_command
-
-    model = _load(args.weights, args.device)
-    fetch_command(model, args)
-
-
 def cmd_macs(args: argparse.Namespace) -> None:
     from codec.model import count_macs_per_pixel
 
@@ -283,19 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="weights/MODEL_CARD.md")
     p.add_argument("--hardware", help="where it was trained (default: this CPU)")
     p.set_defaults(run=cmd_card)
-
-    p = sub.add_parser("fetch", help="fetch an image progressively from a server")
-    p.add_argument("url", help="http://host:port/image/ID")
-    p.add_argument("output")
-    stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--layers", type=int)
-    stop.add_argument("--bytes", type=int, dest="max_bytes")
-    stop.add_argument("--psnr-target", type=float, help="stop at the first layer the server reports at this PSNR")
-    p.add_argument("--via", choices=("range", "ws"), default="range")
-    p.add_argument("--each", action="store_true", help="write OUT-1.png, OUT-2.png, ... for every layer")
-    p.add_argument("--key", help="the read key of a server that requires one")
-    with_model(p)
-    p.set_defaults(run=cmd_fetch)
 
     p = sub.add_parser("macs", help="parameters and multiply-accumulates per pixel")
     p.add_argument("--weights")
