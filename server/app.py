@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,10 +23,10 @@ from codec.errors import CodecError
 from server import errors, routes, ws
 from server.config import Settings
 from server.decoders import Reconstructions
-from server.errors import error_body, error_response
-from server.jobs import ModelPool
+from server.errors import as_api_error, error_body, error_response
+from server.jobs import ModelPool, PoolBusy
 from server.metrics import MetricsMiddleware
-from server.service import Service
+from server.service import Service, get_service, require_write
 from server.storage import Storage, StorageError
 
 if TYPE_CHECKING:
@@ -212,6 +213,37 @@ class _TooLarge(Exception):
     pass
 
 
+class UploadGate:
+    """POST /encode: 401 for a missing or wrong write key, then 429 for a full model pool, decided from
+    the request head before a byte of the body is read (the route's own checks come only after the
+    multipart body, up to `max_upload_bytes`, has been received and parsed). The answer is sent while
+    the client may still be sending; uvicorn reads and discards the rest of that body."""
+
+    def __init__(self, app: ASGIApp, path: str = "/encode") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and _route_path(scope) == self.path:
+            connection = HTTPConnection(scope)
+            try:
+                require_write(connection)
+                get_service(connection).refuse_if_busy()
+            except (errors.ApiError, PoolBusy) as error:
+                answer = as_api_error(error)
+                assert answer is not None
+                response = error_response(answer.status, answer.code, answer.message, answer.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: without the root path a proxy may put in front."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class HeadLikeGet:
     """HEAD wherever GET works (RFC 9110 9.3.2): a HEAD that no route declares is answered as the GET
     would be, status and headers (Content-Length included), without the body. Routes that declare HEAD
@@ -282,6 +314,7 @@ def create_app(settings: Settings | None = None, codec: tuple[ScalableCodec, str
     app.mount("/static", ViewerFiles(directory=settings.static_dir, check_dir=False), name="static")
     app.add_middleware(HeadLikeGet, router=app.router)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadGate)  # outside UploadLimit: a refused upload's body is never counted or read
     if settings.cors_origins:
         app.add_middleware(
             ExplicitCORS,

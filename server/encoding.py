@@ -18,6 +18,10 @@ from codec.imageio import read_image
 from server.metrics import Metrics
 
 PSNR_CAP = 100.0
+MAX_JPEG_SEGMENTS = 1000  # marker segments (and stray fill or junk bytes) before the first scan
+MAX_PNG_CHUNKS = 10_000  # chunks in the whole file, plus one per PNG_CHUNK_ALLOWANCE bytes of it
+PNG_CHUNK_ALLOWANCE = 4096  # libpng writes 8 KiB IDAT chunks: a large ordinary PNG stays far below
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class UnsupportedFormat(Exception):
@@ -26,6 +30,11 @@ class UnsupportedFormat(Exception):
 
 class TooManyPixels(Exception):
     """The image is larger than the `max_pixels` setting (413)."""
+
+
+class TooManySegments(Exception):
+    """The file's structure would make inspection and decoding walk an unbounded number of JPEG marker
+    segments or PNG chunks (400 `too_many_segments`); counted without parsing them."""
 
 
 class VerificationError(CodecError):
@@ -39,8 +48,63 @@ class UploadFacts:
     height: int
 
 
+def jpeg_segments(data: bytes, limit: int) -> int:
+    """Marker segments between SOI and the first SOS, stray fill (0xFF) and junk bytes counted one each
+    (Pillow walks them one by one in Python); stops counting past `limit`. 0 for a file that is no JPEG."""
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    position, count, size = 2, 0, len(data)
+    while position + 1 < size and count <= limit:
+        if data[position] != 0xFF:  # junk between segments: skip it in one step, count every byte
+            following = data.find(b"\xff", position)
+            following = size if following < 0 else following
+            count += following - position
+            position = following
+            continue
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte
+            count += 1
+            position += 1
+            continue
+        if marker in (0xDA, 0xD9):  # SOS: the image data begins (Pillow stops here); EOI
+            break
+        count += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return count
+
+
+def png_chunks(data: bytes, limit: int) -> int:
+    """Chunks of a PNG up to IEND (Pillow walks every one, before the pixels when opening and after them
+    when decoding); stops counting past `limit`. 0 for a file that is no PNG."""
+    if not data.startswith(PNG_SIGNATURE):
+        return 0
+    position, count, size = len(PNG_SIGNATURE), 0, len(data)
+    while position + 8 <= size and count <= limit:
+        count += 1
+        if data[position + 4 : position + 8] == b"IEND":
+            break
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+    return count
+
+
+def check_structure(data: bytes) -> None:
+    """TooManySegments for a JPEG or PNG whose segment or chunk count is beyond any ordinary file's:
+    a cheap count first, so that such a file never reaches Pillow's per-segment Python loop."""
+    if jpeg_segments(data, MAX_JPEG_SEGMENTS) > MAX_JPEG_SEGMENTS:
+        raise TooManySegments(
+            f"the JPEG has more than {MAX_JPEG_SEGMENTS} marker segments (or stray bytes) before its image data"
+        )
+    png_limit = MAX_PNG_CHUNKS + len(data) // PNG_CHUNK_ALLOWANCE
+    if png_chunks(data, png_limit) > png_limit:
+        raise TooManySegments(f"the PNG has more than {png_limit} chunks")
+
+
 def inspect_upload(data: bytes, allowed: list[str], max_pixels: int) -> UploadFacts:
-    """Format and size from the file's header, without decoding pixels."""
+    """Format and size from the file's header, without decoding pixels; the segment counts first."""
+    check_structure(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from codec.api import check_region
 from server import ranges
 from server.decoders import PICTURE_FORMATS
-from server.encoding import encode_verified, inspect_upload
+from server.encoding import TooManySegments, encode_verified, inspect_upload
 from server.errors import ApiError
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.schemas import ErrorBody, Health, ImageInfo, ImagePage, Ready, info_document, summary
@@ -68,7 +68,11 @@ async def encode_image(
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise ApiError(413, "upload_too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
-    facts = await run_in_threadpool(inspect_upload, data, settings.allowed_formats, settings.max_pixels)
+    service.refuse_if_busy()  # the pool may have filled while the body arrived: 429 before the inspection
+    try:
+        facts = await run_in_threadpool(inspect_upload, data, settings.allowed_formats, settings.max_pixels)
+    except TooManySegments as error:
+        raise ApiError(400, "too_many_segments", str(error)) from None
     encoded = await pool.run(lambda: encode_verified(data, model, service.metrics))
     header = encoded.header
     image = StoredImage(

@@ -11,7 +11,7 @@ from starlette.requests import HTTPConnection
 from server.config import Settings
 from server.decoders import Reconstructions
 from server.errors import ApiError
-from server.jobs import ModelPool
+from server.jobs import ModelPool, PoolBusy
 from server.metrics import Metrics
 from server.storage import Storage
 
@@ -38,6 +38,14 @@ class Service:
         if self.model is None or self.storage is None or self.pool is None or self.reconstructions is None:
             raise ApiError(503, "not_ready", "the service is starting or stopping")
         return self.model, self.storage, self.pool, self.reconstructions
+
+    def refuse_if_busy(self) -> None:
+        """PoolBusy (429) while every worker and queue slot is taken: an upload asks before its body is
+        read and before it is inspected, not only when its encode job would be refused."""
+        pool = self.pool
+        if pool is not None and pool.admitted >= pool.capacity:
+            self.metrics.rejected.inc()
+            raise PoolBusy(pool.retry_after)
 
 
 def get_service(connection: HTTPConnection) -> Service:

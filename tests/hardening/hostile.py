@@ -108,3 +108,19 @@ def icon() -> bytes:
 def nested_json(depth: int) -> str:
     """A small message that is deeply nested: valid JSON that Python's parser refuses to recurse into."""
     return "[" * depth + "]" * depth
+
+
+def jpeg_padded(segments: int, width: int = 48, height: int = 40) -> bytes:
+    """A real JPEG with `segments` empty APP3 segments (FF E3 00 02) after its SOI: ~4 bytes each, and
+    costly for a parser that walks every marker before the image data."""
+    data = make_image(width, height, "JPEG")
+    return data[:2] + b"\xff\xe3\x00\x02" * segments + data[2:]
+
+
+def png_padded(chunks: int, width: int = 48, height: int = 40, before_data: bool = True) -> bytes:
+    """A real PNG with `chunks` empty private chunks (`prVt`, 12 bytes each) before its first IDAT (what
+    Image.open walks) or after its last (what the decoder walks)."""
+    data = make_image(width, height)
+    padding = _png_chunk(b"prVt", b"") * chunks
+    at = data.find(b"IDAT") - 4 if before_data else data.rfind(b"IEND") - 4
+    return data[:at] + padding + data[at:]
