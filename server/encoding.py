@@ -22,6 +22,9 @@ MAX_JPEG_SEGMENTS = 1000  # marker segments (and stray fill or junk bytes) befor
 MAX_PNG_CHUNKS = 10_000  # chunks in the whole file, plus one per PNG_CHUNK_ALLOWANCE bytes of it
 PNG_CHUNK_ALLOWANCE = 4096  # libpng writes 8 KiB IDAT chunks: a large ordinary PNG stays far below
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Pillow names a JPEG that carries more pictures in an MPF segment (the gain-map / Ultra HDR layout of
+# phone photos) MPO; its primary picture is an ordinary JPEG, the one read_image decodes and the codec codes.
+FORMAT_ALIASES = {"MPO": "JPEG"}
 
 
 class UnsupportedFormat(Exception):
@@ -109,7 +112,8 @@ def inspect_upload(data: bytes, allowed: list[str], max_pixels: int) -> UploadFa
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                facts = UploadFacts(str(image.format or "").upper(), *image.size)
+                name = str(image.format or "").upper()
+                facts = UploadFacts(FORMAT_ALIASES.get(name, name), *image.size)
     except Image.DecompressionBombError as error:
         raise TooManyPixels(f"image too large: {error}") from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
