@@ -20,6 +20,8 @@ RUN apt-get update \
 WORKDIR /app
 COPY --chown=codec:codec pyproject.toml Makefile README.md ./
 COPY --chown=codec:codec codec ./codec
+COPY --chown=codec:codec protocol ./protocol
+COPY --chown=codec:codec client ./client
 COPY --chown=codec:codec server ./server
 COPY --chown=codec:codec bench ./bench
 COPY --chown=codec:codec static ./static
