@@ -109,11 +109,33 @@ class RedactQueryKeys(logging.Filter):
         return True
 
 
+class ClientFaultsInOneLine(logging.Filter):
+    """uvicorn logs some faults of the client with `logger.exception`: a traceback per bad frame. Those
+    become one warning line without the traceback (the client gets its close code as before)."""
+
+    LINES = {
+        # websockets_sansio_impl: a text frame that is not UTF-8; uvicorn closes with 1007
+        "Invalid UTF-8 sequence received from client.": (
+            "a WebSocket client sent a text message that is not UTF-8; closed with 1007"
+        ),
+    }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        line = self.LINES.get(record.msg) if isinstance(record.msg, str) else None
+        if line is not None:
+            record.msg, record.args = line, ()
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def redact_uvicorn_logs() -> None:
+    """The filters of uvicorn's loggers: query keys masked, client faults in one line (idempotent)."""
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactQueryKeys) for f in logger.filters):
-            logger.addFilter(RedactQueryKeys())
+        for kind in (RedactQueryKeys, ClientFaultsInOneLine):
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
 
 
 @asynccontextmanager

@@ -164,3 +164,35 @@ def test_simultaneous_connects_never_exceed_the_stream_limit(server_factory: Ser
     with connect(url + "?credit=255") as ws:  # every slot came back
         assert close_of(ws) == 1000
     server.stop()
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame (masked, as RFC 6455 requires of clients) of < 126 bytes."""
+    mask = os.urandom(4)
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_invalid_utf8_closes_1007_without_a_traceback(server: RunningServer, uploaded: dict) -> None:
+    """A text frame that is not UTF-8 (which websockets clients refuse to send, hence a raw socket) closes
+    the stream with 1007, and the log keeps one line per frame, not uvicorn's UnicodeDecodeError traceback."""
+    log_start = len(server.log())
+    for payload in (
+        b"\xff\xfe\xc3",
+        b'{"type": "credit", "layers": 1\xc3}',
+        b"\xed\xa0\x80",
+    ):  # \xed\xa0\x80: a surrogate
+        sock = raw_websocket(server.port, f"/ws/image/{uploaded['id']}")
+        sock.sendall(masked_frame(0x1, payload))
+        sock.settimeout(30)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+            if b"\x88\x02\x03\xef" in received:  # a close frame, code 1007
+                break
+        assert b"\x88\x02\x03\xef" in received, received[-16:]
+        sock.close()
+    wait_for_no_streams(server)
+    assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
+    log = server.log()[log_start:]
+    assert "Traceback" not in log and "UnicodeDecodeError" not in log, log
+    assert log.count("a WebSocket client sent a text message that is not UTF-8; closed with 1007") == 3, log
