@@ -3,7 +3,9 @@
 Conversions, so that every input encodes: EXIF orientation is applied;
 grayscale, palette and CMYK become RGB; alpha is dropped (composited on
 nothing: the colour channels are kept as stored); 16-bit and float images are
-scaled to 8 bits. Animated images use their first frame.
+scaled to 8 bits. A float image with a NaN or infinite pixel is refused
+(`NonFinitePixels`): NaN has no grey level and infinity no scale. Animated
+images (and a JPEG's further MPF pictures) use their first frame.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from codec.errors import InvalidImageError
 Image.MAX_IMAGE_PIXELS = 200_000_000  # Pillow's decompression-bomb check stays on (tiles bound the codec's memory)
 
 
+class NonFinitePixels(InvalidImageError):
+    """A float image with NaN or infinite pixels: no 8-bit picture of it is right."""
+
+
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -28,6 +34,10 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "F":
         values = np.asarray(image, dtype=np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = int(values.size - np.count_nonzero(finite))
+            raise NonFinitePixels(f"the float image has {bad} NaN or infinite pixels of {values.size}")
         peak = 1.0 if values.max(initial=0) <= 1.0 else 255.0
         gray = np.clip(np.round(values / peak * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)

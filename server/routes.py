@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 
 from codec.api import check_region
+from codec.imageio import NonFinitePixels
 from server import ranges
 from server.decoders import PICTURE_FORMATS
 from server.encoding import TooManySegments, encode_verified, inspect_upload
@@ -73,7 +74,10 @@ async def encode_image(
         facts = await run_in_threadpool(inspect_upload, data, settings.allowed_formats, settings.max_pixels)
     except TooManySegments as error:
         raise ApiError(400, "too_many_segments", str(error)) from None
-    encoded = await pool.run(lambda: encode_verified(data, model, service.metrics))
+    try:
+        encoded = await pool.run(lambda: encode_verified(data, model, service.metrics))
+    except NonFinitePixels as error:  # the one invalid_image whose reason is the client's to know
+        raise ApiError(400, "invalid_image", f"{error}; float pixels must be finite") from None
     header = encoded.header
     image = StoredImage(
         id=secrets.token_hex(16),

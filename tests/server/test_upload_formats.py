@@ -1,15 +1,20 @@
 """Uploads of real-world layouts against the shared server: a JPEG that carries a second image in an
 MPF segment (the gain-map / Ultra HDR layout of current phones, which Pillow labels MPO) stores its
-primary image (issue 18, defect 5)."""
+primary image (issue 18, defect 5); a float picture with NaN or infinite pixels is refused, not cast
+to arbitrary bytes (defect 6b)."""
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
+from codec.errors import InvalidImageError
+from codec.imageio import read_image
 from tests.harness import make_image, upload
 
 
@@ -47,3 +52,47 @@ def test_a_jpeg_with_a_second_image_stores_its_primary(writer: httpx.Client, cli
         assert decoded.shape == first_frame.shape
         assert psnr(decoded, first_frame) > 30 > psnr(decoded, np.asarray(gain_map, dtype=np.float64))
         assert writer.delete(document["urls"]["image"]).status_code == 204
+
+
+def float_tiff(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.float32), "F").save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def gradient(width: int = 24, height: int = 16) -> np.ndarray:
+    return np.linspace(0.0, 1.0, width * height).reshape(height, width)
+
+
+def with_value(value: float, where: tuple[int, int] = (3, 5)) -> np.ndarray:
+    values = gradient()
+    values[where] = value
+    return values
+
+
+NOT_FINITE = {
+    "all NaN": np.full((16, 24), np.nan),
+    "one NaN": with_value(np.nan),
+    "one +inf": with_value(np.inf),
+    "one -inf": with_value(-np.inf),
+}
+
+
+@pytest.mark.parametrize("values", NOT_FINITE.values(), ids=NOT_FINITE.keys())
+def test_float_pixels_must_be_finite(values: np.ndarray) -> None:
+    """NaN has no grey level, and infinity no scale: the picture is refused with a reason, without the
+    RuntimeWarning of casting NaN to uint8."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidImageError, match="NaN or infinite"):
+            read_image(float_tiff(values))
+        assert read_image(float_tiff(gradient())).shape == (16, 24, 3)  # finite floats still convert
+
+
+def test_a_float_tiff_of_nan_is_refused(writer: httpx.Client) -> None:
+    response = upload(writer, float_tiff(np.full((16, 24), np.nan)), name="nan.tif", mime="image/tiff")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_image" and "NaN" in error["message"]
+    finite = upload(writer, float_tiff(gradient()), name="ok.tif", mime="image/tiff")
+    assert finite.status_code == 201 and writer.delete(finite.json()["urls"]["image"]).status_code == 204
