@@ -7,15 +7,17 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -307,6 +309,48 @@ class ViewerFiles(StaticFiles):
         return response
 
 
+DOCS_ASSETS = "/docs/assets"
+
+
+def docs_assets_dir() -> Path:
+    """Swagger UI and ReDoc as the pinned `fastapi-offline` package ships them (no CDN at run time)."""
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).parent / "static"
+
+
+def add_docs(app: FastAPI) -> None:
+    """`/docs` (Swagger UI) and `/redoc` whose scripts, styles and icon come from this server, under
+    `/docs/assets/`: FastAPI's own pages load them from a CDN and stay blank on an air-gapped machine."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=docs_assets_dir(), check_dir=False), name="docs-assets")
+
+    def urls(request: Request) -> tuple[str, str]:
+        root = request.scope.get("root_path", "")
+        return f"{root}{app.openapi_url}", f"{root}{DOCS_ASSETS}"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        openapi, assets = urls(request)
+        return get_swagger_ui_html(
+            openapi_url=openapi,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        openapi, assets = urls(request)
+        return get_redoc_html(
+            openapi_url=openapi,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 class ExplicitCORS(CORSMiddleware):
     """Starlette's CORS, except that a refused preflight answers the JSON error shape like every other error."""
 
@@ -326,6 +370,8 @@ def create_app(settings: Settings | None = None, codec: tuple[ScalableCodec, str
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # add_docs: the same pages without a CDN
+        redoc_url=None,
     )
     app.state.service = Service(settings)
     if codec is not None:
@@ -333,6 +379,7 @@ def create_app(settings: Settings | None = None, codec: tuple[ScalableCodec, str
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(ws.router)
+    add_docs(app)
     app.mount("/static", ViewerFiles(directory=settings.static_dir, check_dir=False), name="static")
     app.add_middleware(HeadLikeGet, router=app.router)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)

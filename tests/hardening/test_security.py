@@ -127,3 +127,57 @@ def test_static_files_carry_the_viewer_policy(client: httpx.Client, name: str) -
     revalidated = client.get(f"/static/{name}", headers={"If-None-Match": response.headers["etag"]})
     assert revalidated.status_code == 304
     assert revalidated.headers.get("x-content-type-options") == "nosniff"
+
+
+@pytest.mark.parametrize("page_path", ["/docs", "/redoc"])
+def test_docs_are_served_from_this_server_only(client: httpx.Client, page_path: str) -> None:
+    """`/docs` and `/redoc` work on an air-gapped machine: every script, style sheet, font and icon of the
+    page is a path of this server that answers (from the pinned `fastapi-offline` package), none a CDN's."""
+    page = client.get(page_path)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*["']([^"']+)["']""", page.text)
+    urls = [a or b for a, b in references]
+    assert urls, page.text
+    assert not [url for url in urls if re.match(r"(?i)([a-z]+:)?//", url)], urls  # nothing off this server
+    assert any(url.endswith(".js") for url in urls), urls
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and asset.content, url
+
+
+PUBLIC_PATHS = (
+    "/", "/static/viewer.js", "/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc",
+    "/docs/assets/swagger-ui-bundle.js",
+)  # fmt: skip
+
+
+def test_with_a_read_key_only_the_documented_routes_are_public(tmp_path: Path, weights_path: Path) -> None:
+    """docs/server.md "Keys and origins": with a read key, the viewer's page and files, the health checks,
+    the metrics and the API description stay public; every other GET of the schema needs the read key."""
+    from tests.in_process import running
+
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<!doctype html><title>viewer</title>")
+    (static / "viewer.js").write_text("console.log(1)")
+    with running(tmp_path, weights_path, read_key="reader") as app_client:
+        stored = app_client.post(
+            "/encode",
+            files={"file": ("a.png", make_image(16, 16), "image/png")},
+            headers={"Authorization": f"Bearer {WRITE_KEY}"},
+        )
+        assert stored.status_code == 201
+        image_id = stored.json()["id"]
+        for path in PUBLIC_PATHS:
+            assert app_client.get(path).status_code == 200, path
+        paths = app_client.get("/openapi.json").json()["paths"]
+        private = [path.replace("{image_id}", image_id) for path, item in paths.items() if "get" in item]
+        private = [path for path in private if path not in PUBLIC_PATHS]
+        assert {f"/image/{image_id}", f"/image/{image_id}/info", f"/image/{image_id}/bitstream", "/images"} <= set(
+            private
+        )
+        reader = {"Authorization": "Bearer reader"}
+        for path in private:
+            refused = app_client.get(path)
+            assert refused.status_code == 401 and error_code(refused) == "unauthorized", path
+            assert app_client.get(path, headers=reader).status_code == 200, path
