@@ -32,6 +32,7 @@ from codec.container import parse_header
 from codec.data import list_images
 from codec.imageio import read_image
 from codec.model import ScalableCodec
+from codec.quality import psnr
 
 OURS = "ours"
 JPEG_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -87,11 +88,6 @@ class Curve:
 
 def ms_ssim_to_db(value: float) -> float:
     return -10.0 * math.log10(max(1.0 - value, 1e-12))
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    mse = np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2)
-    return 10.0 * math.log10(255.0**2 / max(mse, 1e-12))
 
 
 def msssim(reference: np.ndarray, test: np.ndarray) -> float:

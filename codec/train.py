@@ -8,7 +8,6 @@ both optimizers, the step, the sampler's random state and the wall time spent.
 from __future__ import annotations
 
 import csv
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from codec.data import CropSampler, center_crops, load_crop_bank
 from codec.model import CodecConfig, LayerOutput, ScalableCodec
+from codec.quality import psnr_from_mse
 
 # Log-gains are a handful of scalars that must move by whole octaves early on.
 GAIN_LR_SCALE = 10.0
@@ -85,10 +85,6 @@ def rate_distortion_loss(
         cumulative = cumulative + rate
         loss = loss + cumulative + lam * dist
     return loss / len(outputs) + first_layer_rate_weight * rates[0], rates, distortions
-
-
-def psnr_from_mse(mse: float) -> float:
-    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
 def post_filter_loss(model: ScalableCodec, outputs: list[LayerOutput], image: Tensor) -> Tensor:

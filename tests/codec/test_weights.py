@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from codec.api import DEFAULT_WEIGHTS, Decoder, encode, load_model
-from codec.evaluate import psnr
 from codec.imageio import read_image
+from codec.quality import psnr
 
 REPO = Path(__file__).resolve().parents[2]
 PARROTS = REPO / "tests" / "data" / "kodim23-384x256.png"  # the centre of kodim23 (tests/data/README.md)

@@ -1,0 +1,28 @@
+"""Picture quality: PSNR on the 0..255 scale, the one definition every figure uses.
+
+Training logs, the evaluation and the server's info document all report it,
+so it lives once, with one cap for identical pictures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PEAK = 255.0
+PSNR_CAP = 100.0  # dB: what identical pictures (MSE 0) score
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error on the 0..255 scale, at most `PSNR_CAP`."""
+    if mse <= 0:
+        return PSNR_CAP
+    return min(PSNR_CAP, 10.0 * math.log10(PEAK**2 / mse))
+
+
+def psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR in dB between two 8-bit pictures of the same shape."""
+    if reference.shape != test.shape:
+        raise ValueError(f"pictures of shapes {reference.shape} and {test.shape} cannot be compared")
+    return psnr_from_mse(float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2)))
