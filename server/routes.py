@@ -28,6 +28,7 @@ router = APIRouter()
 IMMUTABLE = "public, max-age=31536000, immutable"
 BITSTREAM_TYPE = "application/octet-stream"
 STREAM_CHUNK = 1024 * 1024
+SQLITE_INTEGER_MAX = 2**63 - 1  # a larger Python int raises OverflowError in the index query
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
@@ -298,7 +299,7 @@ async def list_images(
         raise ApiError(422, "validation_error", f"limit must be within 1..{settings.list_max_page_size}")
     after = None
     if cursor is not None:
-        if not cursor.isascii() or not cursor.isdigit():
+        if not cursor.isascii() or not cursor.isdigit() or int(cursor) > SQLITE_INTEGER_MAX:  # SQLite overflows
             raise ApiError(422, "invalid_cursor", "cursor must be the `next` value of a previous page")
         after = int(cursor)
     images, following = await run_in_threadpool(storage.page, size, after)
