@@ -188,6 +188,8 @@ Region = tuple[int, int, int, int]
 # The recurrent states a Decoder keeps: about 2 MB per 192x192 tile, so a
 # 16 MP picture's tiles all fit and a 100 MP one decodes in bounded memory.
 DEFAULT_STATE_BUDGET = 1 << 30
+# Shown pictures of every layer decoded (8-bit): 6 layers of a 12 MP picture.
+DEFAULT_PICTURE_BUDGET = 256 << 20
 
 
 class Decoder:
@@ -195,16 +197,25 @@ class Decoder:
 
     Keeps the tiles' RNN states between calls, so decoding layer n+1 after
     layer n costs one iteration per tile, and a region decodes only the tiles
-    it touches. The states held are bounded by `state_budget` bytes: past it
-    the least recently used tiles' states are dropped (and decoded again from
-    the first layer if asked for), so a huge picture decodes in bounded
-    memory. Bytes may arrive in pieces through `feed`.
+    it touches. The pictures of every layer a tile passes through are kept
+    too, so going back to fewer layers costs nothing. Both are bounded in
+    bytes (`state_budget`, `picture_budget`): past them the least recently
+    used tiles' entries are dropped (and decoded again from the first layer
+    if asked for), so a huge picture decodes in bounded memory. Bytes may
+    arrive in pieces through `feed`.
     Not thread-safe: one decoder serves one caller at a time.
     """
 
-    def __init__(self, data: bytes, model: ScalableCodec, state_budget: int = DEFAULT_STATE_BUDGET) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        model: ScalableCodec,
+        state_budget: int = DEFAULT_STATE_BUDGET,
+        picture_budget: int = DEFAULT_PICTURE_BUDGET,
+    ) -> None:
         self.model = model
         self.state_budget = state_budget
+        self._pictures = _PictureCache(picture_budget)
         self._data = bytearray()
         self._header: container.ContainerHeader | None = None
         self._states: OrderedDict[int, RecurrentState] = OrderedDict()
@@ -212,7 +223,6 @@ class Decoder:
         self._layers_shown = 0
         self._symbol_checksums: dict[tuple[int, int], int] = {}  # (layer, tile) -> CRC-32 of its symbols
         self.iterations = 0  # RNN iterations run, over all tiles: what decoding has cost so far
-        self._last: tuple[tuple[int, Region], np.ndarray] | None = None
         self.feed(data)
 
     def feed(self, more: bytes) -> int:
@@ -274,8 +284,6 @@ class Decoder:
                 f"layer {layers} needs {header.end_of_layer(layers)} bytes, only {len(self._data)} present"
             )
         region = check_region(region, header.width, header.height)
-        if self._last is not None and self._last[0] == (layers, region):
-            return self._last[1]
         x, y, width, height = region
         pixels = np.empty((height, width, 3), dtype=np.uint8)
         for tile in header.tiles:
@@ -287,12 +295,14 @@ class Decoder:
             pixels[top - y : bottom - y, left - x : right - x] = shown[
                 top - tile.y : bottom - tile.y, left - tile.x : right - tile.x
             ]
-        self._last = ((layers, region), pixels)
         self._layers_shown = layers
         return pixels
 
     def _tile_pixels(self, tile: container.Tile, layers: int) -> np.ndarray:
-        """Bring one tile's states to `layers` and return its shown picture."""
+        """One tile's shown picture after `layers` layers, from the cache or by bringing its states there."""
+        cached = self._pictures.get((tile.index, layers))
+        if cached is not None:
+            return cached
         header = self.header
         state = self._states.get(tile.index)
         if state is None or state.layer > layers:
@@ -304,9 +314,13 @@ class Decoder:
             payload = container.tile_payload(header, self._data, layer, tile.index)
             self._symbol_checksums[(layer, tile.index)] = decode_layer(self.model, payload, state)
             self.iterations += 1
-        shown = self.model.shown_picture(state.reconstruction, layers)
+            shown = self.model.shown_picture(state.reconstruction, layer)
+            self._pictures.put((tile.index, layer), to_pixels(shown, tile.height, tile.width).cpu().numpy())
         self._hold(tile.index, state)
-        return to_pixels(shown, tile.height, tile.width).cpu().numpy()
+        if (pixels := self._pictures.get((tile.index, layers))) is None:  # dropped at once: over the budget
+            shown = self.model.shown_picture(state.reconstruction, layers)
+            pixels = to_pixels(shown, tile.height, tile.width).cpu().numpy()
+        return pixels
 
     def _hold(self, index: int, state: RecurrentState) -> None:
         """Keep `state` as the most recently used; drop the oldest others beyond the budget."""
@@ -316,6 +330,28 @@ class Decoder:
         while len(self._states) > 1 and sum(self._state_bytes.values()) > self.state_budget:
             oldest, _ = self._states.popitem(last=False)
             del self._state_bytes[oldest]
+
+
+class _PictureCache:
+    """Shown tile pictures by (tile, layers), least recently used first out past `budget` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._items: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple[int, int]) -> np.ndarray | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+        return self._items.get(key)
+
+    def put(self, key: tuple[int, int], pixels: np.ndarray) -> None:
+        self.used += pixels.nbytes - (self._items[key].nbytes if key in self._items else 0)
+        self._items[key] = pixels
+        self._items.move_to_end(key)
+        while self.used > self.budget and self._items:
+            _, dropped = self._items.popitem(last=False)
+            self.used -= dropped.nbytes
 
 
 def state_bytes(state: RecurrentState) -> int:

@@ -108,11 +108,23 @@ def test_a_state_budget_bounds_memory_and_re_decodes_dropped_tiles(model: Scalab
     image = natural_image(150, 200, seed=4)
     data = encode(image, model, layers=2, tile_size=64)
     reference = Decoder(data, model).decode(2)
-    small = Decoder(data, model, state_budget=1)  # room for one tile's state at a time
+    small = Decoder(data, model, state_budget=1, picture_budget=1)  # room for one tile's state, no pictures
     assert np.array_equal(small.decode(2), reference)
     assert len(small._states) == 1 and small.iterations == 24  # 12 tiles x 2 layers
     assert np.array_equal(small.decode(2, (0, 0, 10, 10)), reference[:10, :10])
     assert small.iterations == 26  # tile 0 was dropped: decoded again from layer 1
+
+
+def test_going_back_to_fewer_layers_costs_nothing(model: ScalableCodec) -> None:
+    data = encode(natural_image(150, 200, seed=4), model, layers=3, tile_size=64)
+    decoder = Decoder(data, model)
+    third = decoder.decode(3).copy()
+    first, second = decoder.decode(1).copy(), decoder.decode(2).copy()
+    assert decoder.iterations == 36  # 12 tiles x 3 layers, once
+    assert np.array_equal(decoder.decode(3), third)
+    assert decoder.iterations == 36
+    fresh = Decoder(data, model)
+    assert np.array_equal(fresh.decode(1), first) and np.array_equal(fresh.decode(2), second)
 
 
 @pytest.mark.parametrize(
