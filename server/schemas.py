@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from protocol import PROTOCOL_VERSION, image_paths  # noqa: F401  (PROTOCOL_VERSION: server.ws reads it here)
+from protocol import image_paths
 from server.storage import StoredImage
 
 

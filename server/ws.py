@@ -37,29 +37,33 @@ from starlette.websockets import WebSocketDisconnect
 
 from codec.container import parse_header, verify_layer
 from codec.errors import CodecError
+from protocol import (
+    IDLE,
+    KEY_PROTOCOL,
+    NORMAL,
+    POLICY,
+    PROTOCOL_VERSION,
+    SERVER_ERROR,
+    SUBPROTOCOL,
+    TOO_BIG,
+    TOO_MANY_STREAMS,
+    TRY_LATER,
+    UNAUTHORIZED,
+    UNKNOWN_IMAGE,
+    UNSUPPORTED_DATA,
+    WEBSOCKET_PATH,
+)
 from server.decoders import PICTURE_FORMATS
 from server.errors import as_api_error
 from server.jobs import PoolBusy
-from server.schemas import PROTOCOL_VERSION, info_document
+from server.schemas import info_document
 from server.service import Service, get_service, read_allowed
 from server.storage import ImageDeleted, StorageError, StoredImage, valid_id
 
 router = APIRouter()
 log = logging.getLogger("server.ws")
 
-NORMAL = 1000
-UNSUPPORTED_DATA = 1003
-POLICY = 1008
-TOO_BIG = 1009
-SERVER_ERROR = 1011
-TRY_LATER = 1013
-UNAUTHORIZED = 4401
-UNKNOWN_IMAGE = 4404
-IDLE = 4408
-TOO_MANY_STREAMS = 4429
 CLOSE_GRACE = 1.0
-SUBPROTOCOL = "codec.v1"  # selected when offered: browsers fail a handshake whose offered protocols get none
-KEY_PROTOCOL = "key."  # key.<base64url of the read key, padding optional>
 
 
 class Close(Exception):
@@ -128,7 +132,7 @@ def origin_allowed(websocket: WebSocket, cors_origins: list[str]) -> bool:
     return bool(host) and origin.lower() in (f"http://{host}", f"https://{host}")
 
 
-@router.websocket("/ws/image/{image_id}")
+@router.websocket(WEBSOCKET_PATH)
 async def stream_image(websocket: WebSocket, image_id: str) -> None:
     """Query: `previews=png|webp|jpeg` (optional), `credit=N` (initial credit). The read key, if one is
     set: subprotocol `key.<base64url>` (with `codec.v1`) or `Authorization: Bearer`."""

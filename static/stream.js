@@ -3,22 +3,12 @@
 // because the browser cannot run the model itself.
 
 import { accessKey, serviceUrl } from "./api.js";
+import { CLOSE, KEY_PROTOCOL, SUBPROTOCOL, closeMessage, imagePath } from "./protocol.js";
 
-const CLOSE_MESSAGES = {
-  1003: "The server refused a message of the viewer",
-  1008: "The server refused the stream",
-  1009: "The server refused a message of the viewer as too large",
-  1011: "Server error while streaming",
-  1013: "The server is busy making pictures; try again shortly",
-  4401: "This image needs the access key",
-  4404: "No image with this id",
-  4408: "The stream waited too long for the viewer",
-  4429: "Too many streams are open on the server; try again later",
-};
 
 export class StreamClosed extends Error {
   constructor(code, reason) {
-    const title = CLOSE_MESSAGES[code] || "The connection closed before every layer arrived";
+    const title = closeMessage(code);
     super(`${title}${reason ? `: ${reason}` : ""} (WebSocket close ${code})`);
     this.name = "StreamClosed";
     this.code = code;
@@ -68,7 +58,7 @@ class Inbox {
 }
 
 function streamUrl(imageId) {
-  const url = serviceUrl(`ws/image/${encodeURIComponent(imageId)}`);
+  const url = serviceUrl(imagePath("websocket", imageId));
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("previews", "png");
   return url;
@@ -87,7 +77,7 @@ function base64url(text) {
  */
 function streamProtocols() {
   const key = accessKey();
-  return key ? ["codec.v1", `key.${base64url(key)}`] : ["codec.v1"];
+  return key ? [SUBPROTOCOL, `${KEY_PROTOCOL}${base64url(key)}`] : [SUBPROTOCOL];
 }
 
 /**
@@ -121,6 +111,6 @@ export async function streamLayers(imageId, { link, signal, onLayer }) {
       throw new Error(`Received ${receivedBytes} bytes of a ${done.bytes}-byte bitstream`);
     }
   } finally {
-    if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close(1000);
+    if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close(CLOSE.NORMAL);
   }
 }

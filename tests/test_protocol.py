@@ -70,9 +70,9 @@ def test_close_codes_are_named_once_and_all_have_meanings() -> None:
 
 
 def test_the_server_closes_with_the_protocol_codes() -> None:
-    from server import schemas, ws
+    from server import ws
 
-    assert schemas.PROTOCOL_VERSION == protocol.PROTOCOL_VERSION
+    assert ws.PROTOCOL_VERSION == protocol.PROTOCOL_VERSION
     assert (ws.SUBPROTOCOL, ws.KEY_PROTOCOL) == (protocol.SUBPROTOCOL, protocol.KEY_PROTOCOL)
     for close in protocol.CLOSE_CODES.values():
         assert getattr(ws, close.name, close.code) == close.code, close.name
