@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from codec.api import Decoder, encode
 from codec.container import ContainerHeader
 from codec.errors import CodecError
 from codec.imageio import read_image
+from codec.quality import psnr
 from server.metrics import Metrics
 
-PSNR_CAP = 100.0
 MAX_JPEG_SEGMENTS = 1000  # marker segments (and stray fill or junk bytes) before the first scan
 MAX_PNG_CHUNKS = 10_000  # chunks in the whole file, plus one per PNG_CHUNK_ALLOWANCE bytes of it
 PNG_CHUNK_ALLOWANCE = 4096  # libpng writes 8 KiB IDAT chunks: a large ordinary PNG stays far below
@@ -138,13 +136,6 @@ class Encoded:
     decoder: Decoder  # the verifying decoder, every layer decoded: worth caching
 
 
-def psnr(original: np.ndarray, reconstruction: np.ndarray) -> float:
-    error = np.mean((original.astype(np.float64) - reconstruction.astype(np.float64)) ** 2)
-    if error == 0:
-        return PSNR_CAP
-    return round(min(PSNR_CAP, 10.0 * math.log10(255.0**2 / error)), 3)
-
-
 def encode_verified(data: bytes, model, metrics: Metrics) -> Encoded:
     """Encode every layer, then decode the container as stored and check every layer (worker thread)."""
     with metrics.stage("encode", "read"):
@@ -161,5 +152,5 @@ def encode_verified(data: bytes, model, metrics: Metrics) -> Encoded:
             reconstruction = decoder.decode(n)
             if reconstruction.shape != pixels.shape:
                 raise VerificationError(f"layer {n} decodes to the wrong shape")
-            quality.append(psnr(pixels, reconstruction))
+            quality.append(round(psnr(pixels, reconstruction), 3))
     return Encoded(container, header, tuple(quality), hashlib.sha256(container).hexdigest(), decoder)

@@ -469,3 +469,14 @@ def test_cors(client: httpx.Client, uploaded: dict) -> None:
     assert preflight.status_code == 200
     stranger = client.get("/health", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_the_info_psnr_is_that_of_the_decoded_layer(client: httpx.Client, writer: httpx.Client) -> None:
+    """Computed here independently of the server: 10·log10(255² / MSE) against the uploaded pixels."""
+    original = make_image(72, 40, seed=9)
+    document = upload(writer, original).json()
+    source = pixels(original).astype(np.float64)
+    for layer in document["layers"]:
+        decoded = pixels(client.get(document["urls"]["image"], params={"layers": layer["index"]}).content)
+        mse = np.mean((decoded.astype(np.float64) - source) ** 2)
+        assert layer["psnr"] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-3)
