@@ -672,7 +672,7 @@ def render(figures: Figures, args: argparse.Namespace, machine: str, seconds: fl
             "ours is slower.\n",
             f"### Progressive delivery of one stored Kodak image ({s.width}×{s.height})\n",
             "Bitstream over the WebSocket (`?credit=255`; the client decodes) against the same bytes in two "
-            f"`Range` GETs from {figures.static_name} (how `codec fetch --via range` reads them); server-side "
+            f"`Range` GETs from {figures.static_name} (how `client fetch --via range` reads them); server-side "
             f"previews (`?previews=png`) on a freshly started service, so that every layer is decoded (median "
             f"over {len(figures.cold)} images), against the same decode in this process; uploads against "
             "encoding and decoding in this process (uploaded one at a time to the service without caches: the same "
