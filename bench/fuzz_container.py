@@ -111,7 +111,7 @@ def target_parser_mutated() -> Target:
 
 def target_layer_flip() -> Target:
     def run(draw: st.DataObject) -> str:
-        layers = tiled_layers(draw.draw, 4)
+        layers = tiled_layers(draw.draw, container.tile_count(130, 70, 64))
         data = bytearray(container.serialize(MODEL_ID, 130, 70, 64, layers))
         header = container.parse_header(bytes(data))
         layer = draw.draw(st.sampled_from(header.layers))

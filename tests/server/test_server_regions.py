@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from codec.container import DEFAULT_TILE_SIZE, tile_count
-from tests.harness import RunningServer, make_image, upload
+from tests.harness import ServerFactory, make_image, upload
 
 WIDTH, HEIGHT = 600, 300
 TILES = tile_count(WIDTH, HEIGHT, DEFAULT_TILE_SIZE)  # 4 x 2 of 192; the region below lies in one of them
@@ -29,21 +30,26 @@ def two_tiles(writer: httpx.Client) -> dict:
 
 
 def test_a_region_is_the_crop_of_the_whole_picture_and_decodes_only_its_tiles(
-    client: httpx.Client, server: RunningServer, two_tiles: dict
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
-    url = two_tiles["urls"]["image"]
-    decoded = server.metric("codec_server_layers_decoded_total")
-    region = client.get(url, params={"layers": 2, "region": "520,10,50,40"})
-    assert region.status_code == 200, region.text
-    # only the tile it lies in, from scratch to layer 2 (the upload's decoder held every layer)
-    assert server.metric("codec_server_layers_decoded_total") == decoded + 2
-    whole = client.get(url, params={"layers": 2})
-    assert server.metric("codec_server_layers_decoded_total") == decoded + 2 * TILES  # now the others
-    crop = pixels(region.content)
-    assert crop.shape == (40, 50, 3)
-    assert np.array_equal(crop, pixels(whole.content)[10:50, 520:570])
-    assert region.headers["etag"] != whole.headers["etag"]
-    assert client.get(url, params={"layers": 2, "region": "520,10,50,40"}).content == region.content  # cached
+    """No decoder is kept between requests here, so each one decodes from the first layer what it needs."""
+    server = server_factory.start({"CODEC_SERVER_DECODER_CACHE": "0"}, tmp_path / "data")
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        url = upload(client, make_image(WIDTH, HEIGHT, seed=5)).json()["urls"]["image"]
+        decoded = server.metric("codec_server_layers_decoded_total")
+        region = client.get(url, params={"layers": 2, "region": "520,10,50,40"})
+        assert region.status_code == 200, region.text
+        assert server.metric("codec_server_layers_decoded_total") == decoded + 2  # one tile, two layers
+        whole = client.get(url, params={"layers": 2})
+        assert server.metric("codec_server_layers_decoded_total") == decoded + 2 + 2 * TILES
+        crop = pixels(region.content)
+        assert crop.shape == (40, 50, 3)
+        assert np.array_equal(crop, pixels(whole.content)[10:50, 520:570])
+        assert region.headers["etag"] != whole.headers["etag"]
+        again = client.get(url, params={"layers": 2, "region": "520,10,50,40"})
+        assert again.content == region.content  # from the picture cache: nothing decoded
+        assert server.metric("codec_server_layers_decoded_total") == decoded + 2 + 2 * TILES
+    server.stop()
 
 
 @pytest.mark.parametrize(
