@@ -24,6 +24,7 @@ from codec.errors import (
 )
 from codec.imageio import read_image
 from codec.model import ScalableCodec
+from codec.quality import psnr
 
 from .conftest import natural_image
 
@@ -42,8 +43,11 @@ def test_round_trip_at_every_layer(model: ScalableCodec, small_image: np.ndarray
     assert len(images) == model.config.layers
     for image in images:
         assert image.shape == small_image.shape and image.dtype == np.uint8
-    # distinct layers really change the picture
-    assert not np.array_equal(images[0], images[-1])
+    # every layer brings the picture closer to the source (the untrained model gives about 30.0, 30.6, 31.2,
+    # 31.8, 32.2 and 32.5 dB here), and the first layer is already a picture of it, not noise
+    quality = [psnr(small_image, image) for image in images]
+    assert quality[0] > 25, quality
+    assert all(later > earlier for earlier, later in zip(quality, quality[1:])), quality
 
 
 def test_prefix_property_for_every_layer(model: ScalableCodec, small_bitstream: bytes) -> None:
