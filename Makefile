@@ -31,5 +31,5 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check codec server bench tests
+	$(BIN)/ruff check codec client protocol server bench tests
 	$(BIN)/hadolint Dockerfile
