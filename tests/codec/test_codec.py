@@ -209,13 +209,27 @@ def test_sixteen_bit_input(model: ScalableCodec, small_image: np.ndarray) -> Non
 
 
 def test_exif_orientation_is_applied(model: ScalableCodec) -> None:
-    image = Image.fromarray(natural_image(40, 72))
+    stored = natural_image(40, 72) // 3  # dark, with a bright top-left corner: only one rotation fits
+    stored[:12, :12] = 255
+    image = Image.fromarray(stored)
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", exif=exif, quality=95)
-    header = parse_header(encode(buffer.getvalue(), model, layers=1))
+    data = encode(buffer.getvalue(), model, layers=1)
+    header = parse_header(data)
     assert (header.width, header.height) == (40, 72)
+    decoded = Decoder(data, model).decode().astype(float)
+    # orientation 6 turns the stored top-left corner into the displayed top-right one
+    corners = {
+        "top left": decoded[:12, :12],
+        "top right": decoded[:12, -12:],
+        "bottom left": decoded[-12:, :12],
+        "bottom right": decoded[-12:, -12:],
+    }
+    brightness = {name: float(block.mean()) for name, block in corners.items()}
+    assert brightness["top right"] > 200, brightness
+    assert all(value < 100 for name, value in brightness.items() if name != "top right"), brightness
 
 
 @pytest.mark.parametrize("source", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30])
