@@ -105,3 +105,74 @@ def test_a_tile_size_that_is_not_a_multiple_of_64_is_refused(
         )
     assert exit_info.value.code == 2
     assert "multiple of 64" in capsys.readouterr().err
+
+
+def _one_line_exit_2(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI; it must answer exit status 2 and exactly one line on stderr, with no traceback."""
+    try:
+        status = main(arguments)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    assert status == 2, arguments
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and error.startswith("error: "), error
+    assert "Traceback" not in error
+    return error
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress", "info"])
+def test_a_missing_input_is_one_line_and_exit_2(
+    tmp_path: Path, weights_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    missing = tmp_path / "absent.file"
+    arguments = [command, str(missing)]
+    if command != "info":
+        arguments += [str(tmp_path / "out.bin"), "--weights", str(weights_path)]
+    error = _one_line_exit_2(arguments, capsys)
+    assert "No such file" in error
+    assert not (tmp_path / "out.bin").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30])
+def test_compressing_a_non_image_is_one_line_and_exit_2(
+    tmp_path: Path, weights_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    source = tmp_path / "fake.png"
+    source.write_bytes(content)
+    _one_line_exit_2(["compress", str(source), str(tmp_path / "out.sric"), "--weights", str(weights_path)], capsys)
+    assert not (tmp_path / "out.sric").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "damage"),
+    [("decompress", damage) for damage in ("empty", "bad magic", "header cut short", "no complete layer")]
+    + [("decompress", "flipped byte in a layer")]
+    # info reads the header only: layers that are cut short or damaged are not its to judge
+    + [("info", damage) for damage in ("empty", "bad magic", "header cut short")],
+)
+def test_a_corrupt_or_truncated_bitstream_is_one_line_and_exit_2(
+    tiled_file: tuple[Path, Path],
+    weights_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    damage: str,
+) -> None:
+    data = tiled_file[0].read_bytes()
+    header = parse_header(data)
+    broken = {
+        "empty": b"",
+        "bad magic": b"JUNK" + data[4:],
+        "header cut short": data[:20],
+        "no complete layer": data[: header.header_bytes + 3],
+        "flipped byte in a layer": data[: header.layers[0].offset + 3]
+        + bytes([data[header.layers[0].offset + 3] ^ 0x20])
+        + data[header.layers[0].offset + 4 :],
+    }[damage]
+    source = tmp_path / "broken.sric"
+    source.write_bytes(broken)
+    arguments = [command, str(source)]
+    if command == "decompress":
+        arguments += [str(tmp_path / "out.png"), "--weights", str(weights_path)]
+    _one_line_exit_2(arguments, capsys)
+    assert not (tmp_path / "out.png").exists()
