@@ -8,11 +8,14 @@ animated GIF is refused with 415 before any decoding.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.harness import SHARED_ENV, WRITE_KEY, RunningServer, make_image, upload
 
@@ -63,6 +66,21 @@ def stored_as(width: int, height: int, source_format: str) -> Check:
         assert (document["width"], document["height"], document["source_format"]) == (width, height, source_format)
 
     return check
+
+
+def shown_turned_clockwise(response: httpx.Response, target: Target) -> None:
+    """The 24x16 gradient (red rising left to right, green top to bottom) stored with EXIF orientation 6 is
+    served 16x24 and turned clockwise: red rises top to bottom, green falls left to right. Turned the other
+    way, both would run the opposite direction."""
+    stored_as(16, 24, "JPEG")(response, target)
+    answer = target.anonymous.get(response.json()["urls"]["image"])
+    assert answer.status_code == 200
+    with Image.open(io.BytesIO(answer.content)) as picture:
+        pixels = np.asarray(picture.convert("RGB")).astype(float)
+    assert pixels.shape == (24, 16, 3)
+    red, green = pixels[:, :, 0], pixels[:, :, 1]
+    assert red[-6:].mean() > red[:6].mean() + 100, (red[:6].mean(), red[-6:].mean())
+    assert green[:, :4].mean() > green[:, -4:].mean() + 100, (green[:, :4].mean(), green[:, -4:].mean())
 
 
 def whole_body(response: httpx.Response, target: Target) -> None:
@@ -138,7 +156,7 @@ TABLE = [
     BadInput("16-bit png", lambda t: t.encode(hostile.sixteen_bit_png(24, 16)), 201, None,
              stored_as(24, 16, "PNG")),
     BadInput("exif rotated jpeg", lambda t: t.encode(hostile.rotated_jpeg(24, 16), "r.jpg", "image/jpeg"), 201,
-             None, stored_as(16, 24, "JPEG")),
+             None, shown_turned_clockwise),
     BadInput("rgba png", lambda t: t.encode(hostile.rgba_png(24, 16)), 201, None, stored_as(24, 16, "PNG")),
     BadInput("float tiff", lambda t: t.encode(hostile.float_tiff(24, 16), "f.tif", "image/tiff"), 201, None,
              stored_as(24, 16, "TIFF")),
