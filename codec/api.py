@@ -171,6 +171,7 @@ def encode(
         raise ValueError(f"layers must be within 1..{model.config.layers}")
     pixels = _as_pixels(image)
     height, width, _ = pixels.shape
+    container.check_tile_size(width, height, tile_size)  # before any network work
     tiles = container.tile_grid(width, height, tile_size)
     payloads: list[list[bytes]] = [[] for _ in range(layers)]
     like = next(model.parameters())

@@ -158,6 +158,14 @@ class ContainerHeader:
         }
 
 
+def check_tile_size(width: int, height: int, tile_size: int) -> None:
+    """A ValueError unless `tile_size` can be written for a width x height picture."""
+    if tile_size <= 0 or tile_size % TILE_ALIGNMENT or tile_size > MAX_DIMENSION:
+        raise ValueError(f"tile size must be a positive multiple of {TILE_ALIGNMENT}")
+    if tile_count(width, height, tile_size) > MAX_TILES:
+        raise ValueError(f"{tile_count(width, height, tile_size)} tiles; a container holds at most {MAX_TILES}")
+
+
 def serialize(model_id: bytes, width: int, height: int, tile_size: int, layers: list[list[bytes]]) -> bytes:
     """Build a complete version-2 container; `layers[k][t]` is tile t's payload in layer k+1."""
     if len(model_id) != MODEL_ID_BYTES:
@@ -166,11 +174,8 @@ def serialize(model_id: bytes, width: int, height: int, tile_size: int, layers: 
         raise ValueError(f"a container holds 1..{MAX_LAYERS} layers")
     if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
         raise ValueError("image dimensions out of range")
-    if tile_size <= 0 or tile_size % TILE_ALIGNMENT or tile_size > MAX_DIMENSION:
-        raise ValueError(f"tile size must be a positive multiple of {TILE_ALIGNMENT}")
+    check_tile_size(width, height, tile_size)
     tiles = tile_count(width, height, tile_size)
-    if tiles > MAX_TILES:
-        raise ValueError(f"{tiles} tiles; a container holds at most {MAX_TILES}")
     if any(len(layer) != tiles for layer in layers):
         raise ValueError(f"every layer needs {tiles} tile payloads")
     size = header_size(len(layers))

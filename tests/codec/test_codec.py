@@ -343,3 +343,11 @@ def test_files_written_in_float64_and_float32_decode_to_the_same_symbols() -> No
 
 def test_encoding_is_deterministic(model: ScalableCodec, small_image: np.ndarray, small_bitstream: bytes) -> None:
     assert encode(small_image, model) == small_bitstream
+
+
+@pytest.mark.parametrize("tile_size", [0, 100, -64])
+def test_a_tile_size_that_cannot_be_written_is_refused_before_any_coding(model: ScalableCodec, tile_size: int) -> None:
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(ValueError, match="multiple of 64"):
+        encode(natural_image(70, 130), model, layers=1, tile_size=tile_size, progress=lambda *done: seen.append(done))
+    assert seen == []
