@@ -4,7 +4,7 @@
 
 Starts a server of its own on loopback (writes open, data in a temporary folder) and uploads the
 centre of a Kodak picture (384x256, so that the panel shows it enlarged; by default the crop of kodim23
-in tests/data, or `--image` any picture, e.g. ../shared/data/kodak/kodim05.png) through the page over a
+in tests/data, or `--image` any picture, e.g. a full Kodak image) through the page over a
 simulated 256 kbit/s link. The page's request for layer 2 is held
 back (Playwright routes the WebSocket) until the reconstruction panel has been photographed with
 layer 1 alone; then the stream goes on, and the panel is photographed again with every layer.
