@@ -137,6 +137,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         init_weights=Path(args.init_weights) if args.init_weights else None,
         post_filter_channels=args.post_filter,
+        context_channels=args.context,
         first_layer_rate_weight=args.first_layer_rate_weight,
     )
     if settings.post_filter_channels and settings.init_weights is None and not args.resume:
@@ -247,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="CHANNELS",
         help="train only a post-filter of this width on the frozen codec of --init-weights",
+    )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="CHANNELS",
+        help="add a two-pass checkerboard context of this width to the codec of --init-weights",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument(

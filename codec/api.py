@@ -57,10 +57,17 @@ def _weights_as_stored(model: ScalableCodec) -> dict[str, torch.Tensor]:
 # is left out of the model id: files keep decoding when only the filter changes.
 _DISPLAY_ONLY_CONFIG = ("post_filter_channels",)
 _DISPLAY_ONLY_WEIGHTS = "post_filter."
+# Options added after weights were published, at their value of "off": left
+# out of the model id, so those weights keep their id and their files decode.
+_LATER_OPTIONS_OFF = {"context_channels": 0}
 
 
 def _model_id(model: ScalableCodec) -> bytes:
-    config = {k: v for k, v in model.config.to_dict().items() if k not in _DISPLAY_ONLY_CONFIG}
+    config = {
+        k: v
+        for k, v in model.config.to_dict().items()
+        if k not in _DISPLAY_ONLY_CONFIG and _LATER_OPTIONS_OFF.get(k, object()) != v
+    }
     digest = hashlib.sha256(repr(sorted(config.items())).encode())
     for name, tensor in sorted(_weights_as_stored(model).items()):
         if name.startswith(_DISPLAY_ONLY_WEIGHTS):

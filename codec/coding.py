@@ -6,7 +6,10 @@ A layer's payload is the side-information string (z_k) and the latent string
     u32 little-endian length of the side string | side string | latent string
 
 The entropy parameters of y_k come from the hyper-decoder in exact mode, so
-the encoder and any decoder derive the same CDF rows bit for bit.
+the encoder and any decoder derive the same CDF rows bit for bit. With a
+checkerboard context the latent string holds two passes in one rANS stream:
+first the anchors ((row + column) even), then the rest, each in (channel, row,
+column) order; the second pass's parameters depend on the first's symbols.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import torch
 from torch import Tensor
 
 from codec.errors import CorruptLayerError
-from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, quantized_scale_index
+from compressai.ans import RansDecoder
+
+from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, anchor_mask, quantized_scale_index
 
 _SIDE_LENGTH = struct.Struct("<I")
 
@@ -33,11 +38,43 @@ def encode_layer(model: ScalableCodec, image: Tensor, state: RecurrentState) -> 
     side_string = side_model.compress(side)[0]
     side_hat = side_model.decompress([side_string], side.shape[2:])
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
-    indexes = quantized_scale_index(scale_index)
     latents = latents.cpu().double()
-    latent_string = model.latent_model.compress(latents, indexes, means)[0]
+    if model.context is None:
+        latent_string = model.latent_model.compress(latents, quantized_scale_index(scale_index), means)[0]
+    else:
+        anchors = anchor_mask(latents)
+        anchor_symbols = torch.round(latents - means) * anchors
+        scale_index, means = model.context_parameters(anchor_symbols, scale_index, means, state, exact_mode=True)
+        indexes = quantized_scale_index(scale_index)
+        in_passes = [_in_pass_order(t, anchors) for t in (latents, indexes, means)]
+        latent_string = model.latent_model.compress(*in_passes)[0]
     model.synthesise(torch.round(latents - means) + means, state)
     return _SIDE_LENGTH.pack(len(side_string)) + side_string + latent_string
+
+
+def _in_pass_order(values: Tensor, anchors: Tensor) -> Tensor:
+    """(1, C, h, w) to (1, C*h*w): the anchors first, then the rest, each in tensor order."""
+    anchors = anchors.expand_as(values)
+    return torch.cat([values[anchors], values[~anchors]])[None]
+
+
+def _decode_latents(model: ScalableCodec, latent_string: bytes, side_hat: Tensor, state: RecurrentState) -> Tensor:
+    """y_k from its string: one pass, or the checkerboard's two passes from one rANS stream."""
+    scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
+    if model.context is None:
+        return model.latent_model.decompress([latent_string], quantized_scale_index(scale_index), torch.float64, means)
+    coder = model.latent_model
+    tables = (coder._quantized_cdf.tolist(), coder._cdf_length.reshape(-1).int().tolist(), coder._offset.reshape(-1).int().tolist())
+    stream = RansDecoder()
+    stream.set_stream(latent_string)
+    anchors = anchor_mask(scale_index).expand_as(scale_index)
+    symbols = torch.zeros_like(scale_index)
+    indexes = quantized_scale_index(scale_index)
+    symbols[anchors] = torch.tensor(stream.decode_stream(indexes[anchors].tolist(), *tables), dtype=torch.float64)
+    scale_index, means = model.context_parameters(symbols, scale_index, means, state, exact_mode=True)
+    indexes = quantized_scale_index(scale_index)
+    symbols[~anchors] = torch.tensor(stream.decode_stream(indexes[~anchors].tolist(), *tables), dtype=torch.float64)
+    return symbols + means
 
 
 def symbol_checksum(side_symbols: Tensor, latent_symbols: Tensor) -> int:
@@ -64,13 +101,11 @@ def decode_layer(model: ScalableCodec, payload: bytes, state: RecurrentState) ->
     height, width = state.reconstruction.shape[-2:]
     try:
         side_hat = model.side_models[k].decompress([side_string], (height // SIDE_STRIDE, width // SIDE_STRIDE))
-        scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
-        indexes = quantized_scale_index(scale_index)
-        latents_hat = model.latent_model.decompress([latent_string], indexes, torch.float64, means)
+        latents_hat = _decode_latents(model, latent_string, side_hat, state)
     except (RuntimeError, ValueError, OverflowError) as error:
         raise CorruptLayerError(f"layer {k + 1} does not decode: {error}") from error
     medians = model.side_models[k].quantiles[:, 0, 1].detach().double()[None, :, None, None]
-    checksum = symbol_checksum(torch.round(side_hat.double() - medians), torch.round(latents_hat - means))
+    checksum = symbol_checksum(torch.round(side_hat.double() - medians), torch.round(latents_hat - state.means))
     model.synthesise(latents_hat, state)
     return checksum
 

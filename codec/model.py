@@ -9,6 +9,9 @@ One RNN iteration is one layer of the bitstream. At layer k
   a mean for every element of y_k from z_k, the previous layer's quantized
   latents and its state; it runs on the exact fixed-point grid of
   `codec.exact`, so encoder and decoder always agree on the probabilities;
+* optionally a checkerboard context (He et al., CVPR 2021) codes y_k in two
+  passes: the anchor half with the hyper-decoder's parameters, then the other
+  half with parameters refined from the decoded anchors around it;
 * the decoder turns the quantized latents into an increment that is added to
   the reconstruction (additive residual formulation).
 
@@ -63,6 +66,8 @@ class CodecConfig:
     lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05)
     # 0: no post-filter; the picture shown is the running reconstruction
     post_filter_channels: int = 0
+    # 0: one pass per layer; > 0: a two-pass checkerboard context this wide
+    context_channels: int = 0
 
     def __post_init__(self) -> None:
         if len(self.lambdas) != self.layers:
@@ -206,6 +211,44 @@ class HyperDecoder(nn.Module):
         return scale_index + SCALE_LEVELS // 2, means, state
 
 
+def anchor_mask(latents: Tensor) -> Tensor:
+    """True at the checkerboard's first-pass positions ((row + column) even), shape (1, 1, h, w)."""
+    h, w = latents.shape[-2:]
+    rows = torch.arange(h, device=latents.device)[:, None]
+    columns = torch.arange(w, device=latents.device)[None, :]
+    return ((rows + columns) % 2 == 0)[None, None]
+
+
+class CheckerboardContext(nn.Module):
+    """Second-pass entropy parameters from the first pass of the same layer.
+
+    The anchors' symbols (zero where not yet decoded) and the hyper-decoder's
+    scale index go through exact convolutions to a correction of the scale
+    index and the mean at every position; only the non-anchor half uses it.
+    The symbols are integers and the weights on the grid, so it is exact. Its
+    output convolution starts at zero: added to a trained codec, it changes
+    nothing until it has learned something.
+    """
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        m, c = config.latent_channels, config.context_channels
+        self.reduce = exact.ExactConv2d(3 * m, c, kernel_size=1)
+        self.spread = exact.ExactConv2d(c, c)
+        self.params = exact.ExactConv2d(c, 2 * m, kernel_size=1)
+        nn.init.zeros_(self.params.weight)
+        nn.init.zeros_(self.params.bias)
+
+    def forward(self, anchor_symbols: Tensor, scale_index: Tensor, exact_mode: bool) -> tuple[Tensor, Tensor]:
+        e = exact_mode
+        anchor_symbols = exact.activation(anchor_symbols, e)
+        inputs = torch.cat([anchor_symbols, anchor_symbols.abs(), exact.activation(scale_index, e)], dim=1)
+        x = F.relu(self.reduce(inputs, e))
+        x = F.relu(self.spread(x, e))
+        scale_correction, mean_correction = self.params(x, e).chunk(2, dim=1)
+        return scale_correction, mean_correction
+
+
 def scale_from_index(scale_index: Tensor) -> Tensor:
     """Continuous scale index to standard deviation (training path)."""
     return SCALE_MIN * torch.exp(LOG_SCALE_STEP * scale_index)
@@ -278,6 +321,7 @@ class ScalableCodec(CompressionModel):
         self.log_increment_gain = nn.Parameter(-self.log_residual_gain.detach().clone())
         channels = self.config.post_filter_channels
         self.post_filter = PostFilter(k, channels) if channels else None
+        self.context = CheckerboardContext(self.config) if self.config.context_channels else None
 
     # -- the per-layer pieces, shared by training and coding -----------------
 
@@ -316,6 +360,21 @@ class ScalableCodec(CompressionModel):
         if exact_mode:
             offset = offset.cpu().double()
         scale_index = scale_index + offset[None, :, None, None] + self._history_scale(state, exact_mode)
+        state.means = means
+        return scale_index, means
+
+    def context_parameters(
+        self, anchor_symbols: Tensor, scale_index: Tensor, means: Tensor, state: RecurrentState, exact_mode: bool
+    ) -> tuple[Tensor, Tensor]:
+        """The second pass: parameters of the non-anchor half, refined from the decoded anchors.
+
+        `anchor_symbols` are round(y - mean) at the anchors and 0 elsewhere.
+        Anchors keep the hyper-decoder's parameters. Updates `state.means`.
+        """
+        scale_correction, mean_correction = self.context(anchor_symbols, scale_index, exact_mode)
+        anchors = anchor_mask(scale_index)
+        scale_index = torch.where(anchors, scale_index, scale_index + scale_correction)
+        means = torch.where(anchors, means, means + mean_correction)
         state.means = means
         return scale_index, means
 
@@ -397,6 +456,9 @@ class ScalableCodec(CompressionModel):
             medians = self.side_models[k].quantiles[:, 0, 1].detach()[None, :, None, None]
             side_hat = exact.round_ste(side - medians) + medians
             scale_index, means = self.entropy_parameters(side_hat, state, exact_mode=False)
+            if self.context is not None:
+                anchor_symbols = exact.round_ste(latents - means) * anchor_mask(latents)
+                scale_index, means = self.context_parameters(anchor_symbols, scale_index, means, state, False)
             _, latent_likelihoods = self.latent_model(latents, scale_from_index(scale_index), means)
             latents_hat = exact.round_ste(latents - means) + means
             self.synthesise(latents_hat, state)

@@ -24,6 +24,9 @@ from codec.quality import psnr_from_mse
 
 # Log-gains are a handful of scalars that must move by whole octaves early on.
 GAIN_LR_SCALE = 10.0
+# The checkerboard context is added to trained weights from zero and has a few
+# thousand steps to learn in, beside a codec that is already near its optimum.
+CONTEXT_LR_SCALE = 5.0
 VALIDATION_IMAGES = ("kodim01.png", "kodim07.png", "kodim14.png", "kodim23.png")
 
 
@@ -50,6 +53,8 @@ class TrainSettings:
     post_filter_channels: int = 0
     # extra weight on the first layer's rate, which λ_1 alone does not move
     first_layer_rate_weight: float = 0.0
+    # > 0: add a checkerboard context of this width to the codec of `init_weights`
+    context_channels: int = 0
 
 
 def distortion(reconstruction: Tensor, image: Tensor, objective: str) -> Tensor:
@@ -115,14 +120,15 @@ class Trainer:
             config = CodecConfig.from_dict((saved or initial)["config"])
         if settings.lambdas is not None:
             config = CodecConfig.from_dict({**config.to_dict(), "lambdas": settings.lambdas})
-        if settings.post_filter_channels:
-            config = CodecConfig.from_dict({**config.to_dict(), "post_filter_channels": settings.post_filter_channels})
+        for option in ("post_filter_channels", "context_channels"):
+            if getattr(settings, option):
+                config = CodecConfig.from_dict({**config.to_dict(), option: getattr(settings, option)})
         self.model = ScalableCodec(config).to(self.device)
-        gains, main, aux = self._parameter_groups()
-        self.optimizer = torch.optim.Adam(
-            [{"params": main, "lr_scale": 1.0}, {"params": gains, "lr_scale": GAIN_LR_SCALE}],
-            lr=settings.learning_rate,
-        )
+        gains, main, context, aux = self._parameter_groups()
+        groups = [{"params": main, "lr_scale": 1.0}, {"params": gains, "lr_scale": GAIN_LR_SCALE}]
+        if context:
+            groups.append({"params": context, "lr_scale": CONTEXT_LR_SCALE})
+        self.optimizer = torch.optim.Adam(groups, lr=settings.learning_rate)
         self._set_learning_rate(settings.learning_rate)
         self.aux_optimizer = torch.optim.Adam(aux, lr=1e-3) if aux else None
         self.sampler = CropSampler(load_crop_bank(settings.crops), settings.crop_size, settings.seed)
@@ -130,8 +136,11 @@ class Trainer:
             self._restore(saved)
         elif initial is not None:
             # a weights file carries the model only: the optimiser starts afresh;
-            # a new post-filter starts as the identity
-            self.model.load_state_dict(initial["state_dict"], strict=not settings.post_filter_channels)
+            # a new post-filter or context starts as doing nothing
+            missing, unexpected = self.model.load_state_dict(initial["state_dict"], strict=False)
+            new = [name for name in missing if not name.startswith(("post_filter.", "context."))]
+            if new or unexpected:
+                raise ValueError(f"{settings.init_weights} does not fit: missing {new}, unexpected {unexpected}")
             self.step = int(initial["info"].get("steps", 0))
             self.elapsed = float(initial["info"].get("training_seconds", 0.0))
         else:
@@ -142,24 +151,26 @@ class Trainer:
             self.validation = center_crops([p for p in paths if p.exists()], 256).to(self.device)
         self._stop_requested = False
 
-    def _parameter_groups(self) -> tuple[list, list, list]:
-        """Per-layer tables, other network weights, entropy-bottleneck quantiles.
+    def _parameter_groups(self) -> tuple[list, list, list, list]:
+        """Per-layer tables, other network weights, the context, entropy-bottleneck quantiles.
 
         When training a post-filter, it alone is trained and the codec is frozen.
         """
         if self.settings.post_filter_channels:
             self.model.requires_grad_(False)
             self.model.post_filter.requires_grad_(True)
-            return [], list(self.model.post_filter.parameters()), []
-        gains, main, aux = [], [], []
+            return [], list(self.model.post_filter.parameters()), [], []
+        gains, main, context, aux = [], [], [], []
         for name, parameter in self.model.named_parameters():
             if name.endswith("quantiles"):
                 aux.append(parameter)
             elif name in ScalableCodec.PER_LAYER_TABLES:
                 gains.append(parameter)
+            elif name.startswith("context."):
+                context.append(parameter)
             else:
                 main.append(parameter)
-        return gains, main, aux
+        return gains, main, context, aux
 
     def _set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:
