@@ -298,7 +298,9 @@ def _uploader(url: str, pictures: list[tuple[str, bytes]]) -> Callable[[httpx.As
     def send(client: httpx.AsyncClient):
         name, data = pictures[next(turn) % len(pictures)]
         return client.post(
-            url + "/encode", files={"file": (name, data, "image/png")}, headers={"Authorization": f"Bearer {WRITE_KEY}"}
+            url + "/encode?wait=true",
+            files={"file": (name, data, "image/png")},
+            headers={"Authorization": f"Bearer {WRITE_KEY}"},
         )
 
     return send

@@ -147,7 +147,7 @@ class Clients:
 
     async def upload(self, http: httpx.AsyncClient) -> int:
         data, fmt = picture(self.rng)
-        response = await http.post("/encode", files={"file": (f"soak.{fmt}", data, f"image/{fmt}")})
+        response = await http.post("/encode?wait=true", files={"file": (f"soak.{fmt}", data, f"image/{fmt}")})
         if response.status_code == 201:
             self.images.append(response.json())
             if len(self.images) > self.max_images:
@@ -193,7 +193,7 @@ class Clients:
 
     async def garbage(self, http: httpx.AsyncClient) -> int:
         data = self.rng.randbytes(self.rng.randrange(0, 4096))
-        return outcome(await http.post("/encode", files={"file": ("junk.png", data, "image/png")}))
+        return outcome(await http.post("/encode?wait=true", files={"file": ("junk.png", data, "image/png")}))
 
     async def stream(self, _: httpx.AsyncClient) -> int | str:
         """A full-credit stream (sometimes with previews), or one abandoned after the first layer."""

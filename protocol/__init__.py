@@ -129,7 +129,12 @@ def close_meaning(code: int) -> str:
 
 # --- URL layout -----------------------------------------------------------------------------------
 IMAGE_ID_PATTERN = r"[0-9a-f]{32}"  # 128 random bits, lowercase hex
-ENCODE_PATH = "/encode"  # POST an upload; answers the info document
+ENCODE_PATH = "/encode"  # POST an upload; answers 202 and its job (201 and the info document with ?wait=true)
+JOB_PATH = "/jobs/{job_id}"  # one encode job: state, progress, and the image when done
+JOB_EVENTS_PATH = "/jobs/{job_id}/events"  # the same document pushed as server-sent events at every change
+# An encode job's states, in the order it passes them; it ends in one of the last two.
+JOB_STATES = ("queued", "running", "verifying", "done", "failed")
+JOB_FINAL_STATES = ("done", "failed")
 IMAGES_PATH = "/images"  # the stored images, newest first, a page at a time
 INFO_PATH = "/image/{image_id}/info"  # the discovery document: sizes, model, layer table, URLs
 IMAGE_PATH = "/image/{image_id}"  # the reconstruction (?layers=n&format=png|webp|jpeg)
@@ -145,6 +150,11 @@ PATHS: dict[str, str] = {
 }
 # The path of any of an image's URLs but the viewer's, below an optional root (a proxy's prefix).
 IMAGE_URL_PATH = re.compile(rf"^(?P<root>.*?)/(?:ws/)?image/(?P<id>{IMAGE_ID_PATTERN})(?:/info|/bitstream)?/?$")
+
+
+def job_paths(job_id: str, root: str = "") -> dict[str, str]:
+    """The paths of one encode job's resources, below `root`."""
+    return {"job": root + JOB_PATH.format(job_id=job_id), "events": root + JOB_EVENTS_PATH.format(job_id=job_id)}
 
 
 def image_paths(image_id: str, root: str = "") -> dict[str, str]:
@@ -178,4 +188,6 @@ def as_dict() -> dict:
         "CLOSE_MESSAGES": {str(code): close.viewer for code, close in CLOSE_CODES.items() if close.viewer},
         "CLOSE_FALLBACK_MESSAGE": CLOSE_FALLBACK.viewer,
         "PATHS": dict(PATHS),
+        "JOB_PATHS": {"job": JOB_PATH, "events": JOB_EVENTS_PATH},
+        "JOB_FINAL_STATES": list(JOB_FINAL_STATES),
     }

@@ -23,6 +23,11 @@ export function imagePath(kind, imageId) {
   return PATHS[kind].slice(1).replace("{image_id}", encodeURIComponent(imageId));
 }
 
+/** The path of one of an encode job's resources (a key of JOB_PATHS), relative to the service's root. */
+export function jobPath(kind, jobId) {
+  return JOB_PATHS[kind].slice(1).replace("{job_id}", encodeURIComponent(jobId));
+}
+
 /** The sentence the viewer shows for a WebSocket close code. */
 export function closeMessage(code) {
   return CLOSE_MESSAGES[code] || CLOSE_FALLBACK_MESSAGE;

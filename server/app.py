@@ -25,9 +25,11 @@ from codec.errors import CodecError
 from server import errors, routes, ws
 from server.config import Settings
 from server.decoders import Reconstructions
+from server.encode_jobs import EncodeJobs
 from server.errors import as_api_error, error_body, error_response
-from server.jobs import ModelPool, PoolBusy
+from server.job_store import SqliteJobStore
 from server.metrics import MetricsMiddleware
+from server.pool import ModelPool, PoolBusy
 from server.service import Service, get_service, require_write
 from server.storage import Storage, StorageError
 
@@ -39,6 +41,7 @@ log = logging.getLogger("server")
 EXPOSED_HEADERS = ["Content-Range", "ETag", "Accept-Ranges", "Content-Length", "Retry-After", "Location", "X-Layers"]
 MULTIPART_ALLOWANCE = 64 * 1024  # boundaries and part headers around the file
 DECODER_PIXELS = 64_000_000
+JOB_STORE_FILE = "jobs.sqlite"
 
 DESCRIPTION = """
 Stores every uploaded image once as a layered bitstream (a container whose every
@@ -147,6 +150,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redact_uvicorn_logs()  # here, not in create_app: uvicorn configures its loggers after create_app
     try:
         await run_in_threadpool(_load, service)
+        job_store = await run_in_threadpool(SqliteJobStore, settings.data_dir / JOB_STORE_FILE)
     except (CodecError, StorageError, DeviceUnavailable) as error:  # a clear line in the log, then uvicorn exits
         log.error("cannot start: %s", error)
         raise
@@ -161,12 +165,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         DECODER_PIXELS,
         settings.picture_cache_bytes,
     )
+    service.encode_jobs = EncodeJobs(
+        job_store, service.model, service.storage, service.pool, service.reconstructions, service.metrics
+    )
+    await run_in_threadpool(service.encode_jobs.recover)
     try:
         yield
     finally:
-        pool, storage = service.pool, service.storage
-        service.model = service.pool = service.reconstructions = None
+        pool, storage, jobs = service.pool, service.storage, service.encode_jobs
+        service.model = service.pool = service.reconstructions = service.encode_jobs = None
         pool.shutdown()
+        await jobs.drain()
+        job_store.close()
         storage.close()
         service.storage = None
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from codec.api import Decoder, Region
 from codec.imageio import write_image
-from server.jobs import ModelPool, PoolBusy
 from server.metrics import Metrics
+from server.pool import ModelPool, PoolBusy
 from server.storage import Storage, StoredImage
 
 PICTURE_FORMATS = {"png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp"), "jpeg": ("JPEG", "image/jpeg")}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 from codec.api import Decoder, encode
-from codec.container import ContainerHeader
+from codec.container import DEFAULT_TILE_SIZE, ContainerHeader, tile_grid
 from codec.errors import CodecError
 from codec.imageio import read_image
 from codec.quality import psnr
@@ -136,12 +137,29 @@ class Encoded:
     decoder: Decoder  # the verifying decoder, every layer decoded: worth caching
 
 
-def encode_verified(data: bytes, model, metrics: Metrics) -> Encoded:
+def coded_units(width: int, height: int, model) -> int:
+    """Tiles × layers: what an encode job's progress counts."""
+    return len(tile_grid(width, height, DEFAULT_TILE_SIZE)) * model.config.layers
+
+
+# (state, done, total): "running" after every tile's layer, then "verifying"; called on the worker thread
+JobProgress = Callable[[str, int, int], None]
+
+
+def encode_verified(data: bytes, model, metrics: Metrics, report: JobProgress | None = None) -> Encoded:
     """Encode every layer, then decode the container as stored and check every layer (worker thread)."""
+
+    def progress(state: str, done: int, total: int) -> None:
+        if report is not None:
+            report(state, done, total)
+
     with metrics.stage("encode", "read"):
         pixels = read_image(data)
+    total = coded_units(pixels.shape[1], pixels.shape[0], model)
+    progress("running", 0, total)
     with metrics.stage("encode", "layers"):
-        container = encode(pixels, model)
+        container = encode(pixels, model, progress=lambda done, _: progress("running", done, total))
+    progress("verifying", total, total)
     with metrics.stage("encode", "verify"):
         decoder = Decoder(container, model)
         header = decoder.header

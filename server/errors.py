@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codec.errors import CodecError, InvalidImageError, ModelMismatchError
+from codec.imageio import NonFinitePixels
 from protocol import error_body
 from server.encoding import TooManyPixels, UnsupportedFormat
-from server.jobs import PoolBusy
+from server.pool import PoolBusy
 from server.storage import ImageDeleted, StorageError, StorageFullError
 
 log = logging.getLogger("server")
@@ -78,6 +79,8 @@ def as_api_error(error: Exception) -> ApiError | None:
         return ApiError(507, "insufficient_storage", str(error))
     if isinstance(error, StorageError):
         return ApiError(503, "storage_unavailable", str(error))
+    if isinstance(error, NonFinitePixels):  # the one invalid_image whose reason is the client's to know
+        return ApiError(400, "invalid_image", f"{error}; float pixels must be finite")
     if isinstance(error, InvalidImageError):
         return ApiError(400, "invalid_image", "the upload is damaged or cannot be decoded as an image")
     if isinstance(error, ModelMismatchError):

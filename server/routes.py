@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -13,15 +13,25 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 
 from codec.api import check_region
-from codec.imageio import NonFinitePixels
 from server import ranges
 from server.decoders import PICTURE_FORMATS
-from server.encoding import TooManySegments, encode_verified, inspect_upload
+from server.encoding import TooManySegments, coded_units, inspect_upload
 from server.errors import ApiError
+from server.job_store import EncodeJob
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from server.schemas import ErrorBody, Health, ImageInfo, ImagePage, Ready, info_document, summary
-from server.service import Service, get_service, require_read, require_write
-from server.storage import LayerRecord, Storage, StorageError, StoredImage, valid_id
+from server.schemas import (
+    ErrorBody,
+    Health,
+    ImageInfo,
+    ImagePage,
+    JobInfo,
+    Ready,
+    info_document,
+    job_document,
+    summary,
+)
+from server.service import Service, get_service, require_job_access, require_read, require_write
+from server.storage import Storage, StorageError, StoredImage, valid_id
 
 router = APIRouter()
 
@@ -50,20 +60,26 @@ async def find_image(storage: Storage, image_id: str) -> StoredImage:
 
 @router.post(
     "/encode",
-    status_code=201,
-    response_model=ImageInfo,
+    status_code=202,
+    response_model=JobInfo,
     dependencies=[Depends(require_write)],
-    responses=_errors(400, 401, 413, 415, 422, 429, 503, 507),
+    responses={201: {"model": ImageInfo, "description": "with ?wait=true: the stored image"}}
+    | _errors(400, 401, 413, 415, 422, 429, 500, 503, 507),
     summary="Encode an upload into a layered bitstream",
 )
 async def encode_image(
     request: Request,
     service: ServiceDep,
     file: Annotated[UploadFile, File(description="PNG, JPEG, WebP, TIFF or BMP")],
+    wait: Annotated[bool, Query(description="answer when the image is stored (201), as a plain upload")] = False,
 ) -> JSONResponse:
-    """Stores the image once as a layered bitstream. The bitstream is decoded and checked
-    before the image becomes visible. Answers the image's info document."""
-    model, storage, pool, reconstructions = service.parts()
+    """Accepts the upload as an encode job and answers 202 with the job document and its
+    `Location`; follow it at `/jobs/{id}` or `/jobs/{id}/events`. The bitstream is decoded and
+    checked before the image becomes visible. With `?wait=true` the answer waits for the image:
+    201 with its info document, or the error the job ended with."""
+    model, _, _, _ = service.parts()
+    jobs = service.encode_jobs
+    assert jobs is not None
     settings = service.settings
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise ApiError(413, "upload_too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
@@ -75,32 +91,91 @@ async def encode_image(
         facts = await run_in_threadpool(inspect_upload, data, settings.allowed_formats, settings.max_pixels)
     except TooManySegments as error:
         raise ApiError(400, "too_many_segments", str(error)) from None
-    try:
-        encoded = await pool.run(lambda: encode_verified(data, model, service.metrics))
-    except NonFinitePixels as error:  # the one invalid_image whose reason is the client's to know
-        raise ApiError(400, "invalid_image", f"{error}; float pixels must be finite") from None
-    header = encoded.header
-    image = StoredImage(
-        id=secrets.token_hex(16),
-        width=header.width,
-        height=header.height,
-        model=header.model_id.hex(),
-        total_bytes=len(encoded.container),
-        header_bytes=header.header_bytes,
-        sha256=encoded.sha256,
-        created=time.time(),
-        source_format=facts.format,
-        layers=tuple(
-            LayerRecord(entry.index, entry.offset, entry.size, entry.crc32, quality)
-            for entry, quality in zip(header.layers, encoded.psnr, strict=True)
-        ),
-    )
-    with service.metrics.stage("encode", "store"):
-        await run_in_threadpool(storage.put, image, encoded.container)
-    service.metrics.images_encoded.inc()
-    reconstructions.adopt(image, encoded.decoder)
-    document = info_document(image, _root(request))
+    job = await jobs.start(data, facts, coded_units(facts.width, facts.height, model))
+    root = _root(request)
+    if not wait:
+        document = job_document(job, None, root)
+        return JSONResponse(document.model_dump(), status_code=202, headers={"Location": document.urls.job})
+    job = await jobs.wait(job.id)
+    if job.error is not None:
+        retry = {"Retry-After": str(settings.retry_after)} if job.error.status in (429, 503) else None
+        raise ApiError(job.error.status, job.error.code, job.error.message, retry)
+    image = await find_image(service.storage, job.image_id or "")
+    document = info_document(image, root)
     return JSONResponse(document.model_dump(), status_code=201, headers={"Location": document.urls.info})
+
+
+async def find_job(service: Service, job_id: str) -> EncodeJob:
+    jobs = service.encode_jobs
+    if jobs is None:
+        raise ApiError(503, "not_ready", "the service is starting or stopping")
+    job = await jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", "no encode job with this id")
+    return job
+
+
+async def job_with_image(service: Service, job: EncodeJob, root: str) -> JobInfo:
+    image = None
+    if job.image_id is not None and service.storage is not None:
+        image = await run_in_threadpool(service.storage.get, job.image_id)
+    return job_document(job, image, root)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobInfo,
+    dependencies=[Depends(require_job_access)],
+    responses=_errors(401, 404, 503),
+    summary="One encode job: state, progress, and the image once done",
+)
+async def get_job(request: Request, service: ServiceDep, job_id: str) -> JSONResponse:
+    job = await find_job(service, job_id)
+    document = await job_with_image(service, job, _root(request))
+    return JSONResponse(document.model_dump(), headers={"Cache-Control": "no-store"})
+
+
+EVENT_KEEPALIVE_SECONDS = 15.0
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    dependencies=[Depends(require_job_access)],
+    responses={200: {"content": {"text/event-stream": {}}}} | _errors(401, 404, 503),
+    summary="The job document as server-sent events, one `job` event per change, until it ends",
+)
+async def job_events(request: Request, service: ServiceDep, job_id: str) -> StreamingResponse:
+    await find_job(service, job_id)  # 404 before the stream starts
+    jobs = service.encode_jobs
+    assert jobs is not None
+    root = _root(request)
+
+    async def events() -> AsyncIterator[bytes]:
+        changes = jobs.watch(job_id).__aiter__()
+        pending: asyncio.Task | None = None
+        try:
+            while True:
+                pending = pending or asyncio.ensure_future(changes.__anext__())
+                done, _ = await asyncio.wait({pending}, timeout=EVENT_KEEPALIVE_SECONDS)
+                if not done:
+                    yield b": keep-alive\n\n"
+                    continue
+                try:
+                    job = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                document = await job_with_image(service, job, root)
+                yield f"event: job\ndata: {document.model_dump_json()}\n\n".encode()
+        finally:
+            if pending is not None:
+                pending.cancel()
+            await changes.aclose()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
 
 
 REGION = re.compile(r"[0-9]{1,7}(,[0-9]{1,7}){3}")

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from protocol import image_paths
+from protocol import image_paths, job_paths
+from server.job_store import EncodeJob
 from server.storage import StoredImage
 
 
@@ -53,6 +54,34 @@ class ImageInfo(BaseModel):
     created: str = Field(description="ISO 8601, UTC")
     layers: list[LayerInfo]
     urls: ImageUrls
+
+
+class JobProgress(BaseModel):
+    done: int = Field(description="tile-layers coded so far")
+    total: int = Field(description="tiles × layers of the whole encode")
+
+
+class JobUrls(BaseModel):
+    job: str = Field(description="this document")
+    events: str = Field(description="the same document as server-sent events, one per change")
+
+
+class JobInfo(BaseModel):
+    id: str
+    state: str = Field(description="queued, running, verifying, then done or failed")
+    progress: JobProgress
+    created: str = Field(description="ISO 8601, UTC")
+    updated: str = Field(description="ISO 8601, UTC: the last change of state or progress")
+    image_id: str | None = Field(description="the stored image, once done")
+    image: ImageInfo | None = Field(description="its info document, once done (null if deleted since)")
+    error: JobErrorInfo | None = Field(description="why it failed: what the upload would have answered")
+    urls: JobUrls
+
+
+class JobErrorInfo(BaseModel):
+    status: int = Field(description="the HTTP status the upload would have had")
+    code: str
+    message: str
 
 
 class ImageSummary(BaseModel):
@@ -122,6 +151,21 @@ def info_document(image: StoredImage, root: str = "") -> ImageInfo:
     )
 
 
+def job_document(job: EncodeJob, image: StoredImage | None, root: str = "") -> JobInfo:
+    error = job.error
+    return JobInfo(
+        id=job.id,
+        state=job.state,
+        progress=JobProgress(done=job.done, total=job.total),
+        created=_created(job.created),
+        updated=_created(job.updated),
+        image_id=job.image_id,
+        image=info_document(image, root) if image is not None else None,
+        error=JobErrorInfo(status=error.status, code=error.code, message=error.message) if error else None,
+        urls=JobUrls(**job_paths(job.id, root)),
+    )
+
+
 def summary(image: StoredImage, root: str = "") -> ImageSummary:
     return ImageSummary(
         id=image.id,
@@ -133,3 +177,6 @@ def summary(image: StoredImage, root: str = "") -> ImageSummary:
         created=_created(image.created),
         urls=urls(image.id, root),
     )
+
+
+JobInfo.model_rebuild()

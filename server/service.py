@@ -11,12 +11,13 @@ from starlette.requests import HTTPConnection
 from server.config import Settings
 from server.decoders import Reconstructions
 from server.errors import ApiError
-from server.jobs import ModelPool, PoolBusy
 from server.metrics import Metrics
+from server.pool import ModelPool, PoolBusy
 from server.storage import Storage
 
 if TYPE_CHECKING:
     from codec.model import ScalableCodec
+    from server.encode_jobs import EncodeJobs
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Service:
     storage: Storage | None = None
     pool: ModelPool | None = None
     reconstructions: Reconstructions | None = None
+    encode_jobs: EncodeJobs | None = None
     streams: int = 0  # open WebSocket streams
 
     @property
@@ -87,6 +89,13 @@ def read_allowed(connection: HTTPConnection, offered_key: str | None = None) -> 
     if settings.read_key is None:
         return True
     return _matches(offered_key if offered_key is not None else _bearer(connection), settings.read_key)
+
+
+def require_job_access(connection: HTTPConnection) -> None:
+    """An encode job is read with the key that started it (the write key) or whatever reads images."""
+    settings = get_service(connection).settings
+    if not read_allowed(connection) and not _matches(_bearer(connection), settings.write_key):
+        raise _refuse("this job needs the write key or the read key: Authorization: Bearer <key>")
 
 
 def require_read(connection: HTTPConnection) -> None:

@@ -51,7 +51,8 @@ class ImageDeleted(StorageError):
     """The image was deleted while a request was reading it (HTTP 404, WebSocket 4404)."""
 
 
-def _translate(error: Exception, action: str) -> StorageError:
+def translate_error(error: Exception, action: str) -> StorageError:
+    """The storage error for a failed file or SQLite operation: full (507) or unavailable (503)."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFullError(f"no space left to {action}")
     if isinstance(error, sqlite3.OperationalError) and "full" in str(error).lower():
@@ -148,7 +149,7 @@ class FileBlobStore:
             _fsync_directory(final.parent)
         except OSError as error:
             _discard(temporary)
-            raise _translate(error, "write the bitstream") from error
+            raise translate_error(error, "write the bitstream") from error
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         """Bytes `start` up to (not including) `end`; FileNotFoundError when absent."""
@@ -159,13 +160,13 @@ class FileBlobStore:
         except FileNotFoundError:
             raise
         except OSError as error:
-            raise _translate(error, "read the bitstream") from error
+            raise translate_error(error, "read the bitstream") from error
 
     def delete(self, key: str) -> None:
         try:
             self.path(key).unlink(missing_ok=True)
         except OSError as error:
-            raise _translate(error, "delete the bitstream") from error
+            raise translate_error(error, "delete the bitstream") from error
 
     def check_writable(self) -> None:
         probe = self.root / f".probe.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}"
@@ -174,7 +175,7 @@ class FileBlobStore:
                 handle.write(b"ok")
                 os.fsync(handle.fileno())
         except OSError as error:
-            raise _translate(error, "write to the data directory") from error
+            raise translate_error(error, "write to the data directory") from error
         finally:
             _discard(probe)
 
@@ -285,14 +286,14 @@ class SqliteIndex:
                     ),
                 )
         except sqlite3.Error as error:
-            raise _translate(error, "record the image") from error
+            raise translate_error(error, "record the image") from error
 
     def get(self, image_id: str) -> StoredImage | None:
         try:
             with self._lock:
                 row = self._db.execute(f"SELECT {self._COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
         except sqlite3.Error as error:
-            raise _translate(error, "read the index") from error
+            raise translate_error(error, "read the index") from error
         return self._row(row) if row else None
 
     def delete(self, image_id: str) -> bool:
@@ -300,7 +301,7 @@ class SqliteIndex:
             with self._lock:
                 cursor = self._db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         except sqlite3.Error as error:
-            raise _translate(error, "delete from the index") from error
+            raise translate_error(error, "delete from the index") from error
         return cursor.rowcount > 0
 
     def page(self, limit: int, after: int | None) -> tuple[list[StoredImage], int | None]:
@@ -315,7 +316,7 @@ class SqliteIndex:
             with self._lock:
                 rows = self._db.execute(query, (*arguments, limit + 1)).fetchall()
         except sqlite3.Error as error:
-            raise _translate(error, "read the index") from error
+            raise translate_error(error, "read the index") from error
         more = len(rows) > limit
         rows = rows[:limit]
         return [self._row(row) for row in rows], (rows[-1][0] if more and rows else None)
@@ -334,7 +335,7 @@ class SqliteIndex:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("ROLLBACK")
         except sqlite3.Error as error:
-            raise _translate(error, "write the index") from error
+            raise translate_error(error, "write the index") from error
 
     def close(self) -> None:
         with self._lock:

@@ -55,7 +55,7 @@ from protocol import (
 )
 from server.decoders import PICTURE_FORMATS
 from server.errors import as_api_error
-from server.jobs import PoolBusy
+from server.pool import PoolBusy
 from server.schemas import info_document
 from server.service import Service, get_service, read_allowed
 from server.storage import ImageDeleted, StorageError, StoredImage, valid_id

@@ -1,6 +1,8 @@
 // The service's HTTP API as the viewer uses it. Every failure becomes an ApiError whose
 // `message` a visitor can read; the server's own {"error": {"code", "message"}} is kept in it.
 
+import { JOB_FINAL_STATES, jobPath } from "./protocol.js";
+
 const KEY_STORAGE = "codec-viewer-key";
 
 const TITLES = {
@@ -111,7 +113,7 @@ export async function bitstreamPrefix(bitstreamPath, end, signal) {
 /**
  * POST /encode with upload progress (fetch cannot report it, XMLHttpRequest can).
  * `onProgress(fraction)` while the file travels, `onUploaded()` once the server has it and encodes.
- * Resolves with the info document of the stored image.
+ * Resolves with the encode job the server accepted (202); `followJob` watches it to the end.
  */
 export function uploadImage(file, { onProgress, onUploaded }) {
   return new Promise((resolve, reject) => {
@@ -130,7 +132,7 @@ export function uploadImage(file, { onProgress, onUploaded }) {
       } catch {
         body = null;
       }
-      if (xhr.status === 201 && body) resolve(body);
+      if (xhr.status === 202 && body) resolve(body);
       else reject(readableError(xhr.status, body, xhr.getResponseHeader("Retry-After")));
     });
     xhr.addEventListener("error", () =>
@@ -140,4 +142,50 @@ export function uploadImage(file, { onProgress, onUploaded }) {
     form.append("file", file, file.name || "image");
     xhr.send(form);
   });
+}
+
+/** Server-sent events of a response body: yields {event, data} for every complete event. */
+async function* serverSentEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) event = line.slice(7);
+        else if (line.startsWith("data: ")) data.push(line.slice(6));
+      }
+      if (data.length) yield { event, data: data.join("\n") };
+    }
+  }
+}
+
+/**
+ * Follow an encode job to its end through its server-sent events (fetch, so the key travels in a
+ * header; EventSource cannot send one). `onChange(job)` at every change. Resolves with the info
+ * document of the stored image; a failed job rejects with the error the upload would have had.
+ */
+export async function followJob(job, onChange) {
+  let last = job;
+  const response = await request(jobPath("events", job.id), { cache: "no-store" });
+  for await (const { event, data } of serverSentEvents(response)) {
+    if (event !== "job") continue;
+    last = JSON.parse(data);
+    onChange(last);
+  }
+  if (!JOB_FINAL_STATES.includes(last.state)) {
+    last = await (await request(jobPath("job", job.id), { cache: "no-store" })).json(); // the stream broke off
+  }
+  if (last.state === "failed") {
+    throw readableError(last.error.status, { error: last.error }, null);
+  }
+  if (!last.image) throw new ApiError(404, "image_not_found", "The encoded image was deleted before it could be shown");
+  return last.image;
 }

@@ -47,10 +47,23 @@ export const PATHS = Object.freeze({
   "websocket": "/ws/image/{image_id}",
   "viewer": "/?id={image_id}"
 });
+export const JOB_PATHS = Object.freeze({
+  "job": "/jobs/{job_id}",
+  "events": "/jobs/{job_id}/events"
+});
+export const JOB_FINAL_STATES = [
+  "done",
+  "failed"
+];
 
 /** The path of one of an image's resources (a key of PATHS), relative to the service's root. */
 export function imagePath(kind, imageId) {
   return PATHS[kind].slice(1).replace("{image_id}", encodeURIComponent(imageId));
+}
+
+/** The path of one of an encode job's resources (a key of JOB_PATHS), relative to the service's root. */
+export function jobPath(kind, jobId) {
+  return JOB_PATHS[kind].slice(1).replace("{job_id}", encodeURIComponent(jobId));
 }
 
 /** The sentence the viewer shows for a WebSocket close code. */

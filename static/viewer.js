@@ -6,7 +6,7 @@
 // uploading, encoding, loading, delivering, done, error; the canvas #reconstruction carries
 // data-layer (shown), data-received and data-layers, and fires `layershown` after every paint.
 
-import { accessKey, imageInfo, reconstruction, setAccessKey, storedImages, uploadImage } from "./api.js";
+import { accessKey, followJob, imageInfo, reconstruction, setAccessKey, storedImages, uploadImage } from "./api.js";
 import { drawChart } from "./chart.js";
 import { LayerFrames, decodePicture, paint } from "./frames.js";
 import { SimulatedLink } from "./link.js";
@@ -314,21 +314,32 @@ async function uploadFile(file) {
   view.progress.removeAttribute("value"); // indeterminate until the first progress event
   let info;
   try {
-    info = await uploadImage(file, {
+    const job = await uploadImage(file, {
       onProgress: (fraction) => {
         view.progress.value = fraction;
       },
       onUploaded: () => {
         view.progress.value = 1;
         setState("encoding");
-        setStatus(`Uploaded ${file.name}; the server encodes and verifies every layer…`);
+        setStatus(`Uploaded ${file.name}; the server encodes it…`);
       },
+    });
+    setState("encoding");
+    view.progress.setAttribute("aria-label", "Encode progress");
+    view.progress.value = 0;
+    info = await followJob(job, (update) => {
+      const { done, total } = update.progress;
+      view.progress.value = total ? done / total : 0;
+      const percent = total ? Math.round((100 * done) / total) : 0;
+      const stage = update.state === "verifying" ? "verifies every layer" : `encodes: ${percent} % of tiles × layers`;
+      setStatus(`Uploaded ${file.name}; the server ${update.state === "queued" ? "queued it" : stage}…`);
     });
   } catch (error) {
     showError("Upload failed", error);
     return;
   } finally {
     view.progress.hidden = true;
+    view.progress.setAttribute("aria-label", "Upload progress");
   }
   const original = await createImageBitmap(file).catch(() => null);
   showImage(info, original);

@@ -170,7 +170,7 @@ class ServerFactory:
 
 
 def upload(writer: httpx.Client, data: bytes, name: str = "image.png", mime: str = "image/png") -> httpx.Response:
-    return writer.post("/encode", files={"file": (name, data, mime)})
+    return writer.post("/encode?wait=true", files={"file": (name, data, mime)})
 
 
 def raw_websocket(port: int, path: str) -> socket.socket:

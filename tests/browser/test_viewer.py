@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -95,6 +96,8 @@ def test_upload_streams_every_layer(viewer: ViewerPage, viewer_server: RunningSe
         assert_same_picture(viewer.canvas("original"), np.asarray(original.convert("RGB")), "original")
 
     assert any(url.startswith(f"ws://127.0.0.1:{viewer_server.port}/ws/image/") for url in requested)
+    # the encode ran as a job whose progress the page followed
+    assert any(re.search(r"/jobs/[0-9a-f]{32}/events$", url) for url in requested)
     origins = {url.split("/", 3)[2] for url in requested if not url.startswith("data:")}
     assert origins == {f"127.0.0.1:{viewer_server.port}"}, f"requests beyond the server: {origins}"
 
@@ -217,6 +220,20 @@ def test_invalid_upload_shows_the_servers_reason(viewer: ViewerPage, tmp_path: P
     assert message.startswith("Upload failed: Not an image type the server accepts")
     assert "415 unsupported_format" in message
     assert viewer.state() == "error"
+
+
+def test_a_failed_encode_job_shows_the_servers_reason(viewer: ViewerPage, tmp_path: Path) -> None:
+    """The header inspects as a PNG, so the upload is accepted (202); the encode then fails."""
+    damaged = bytearray(make_image(64, 48, noise=True))
+    damaged[100:400] = bytes(300)
+    path = tmp_path / "damaged.png"
+    path.write_bytes(bytes(damaged))
+    viewer.open()
+    viewer.set_key(VIEWER_KEY)
+    viewer.upload(path)
+    message = viewer.wait_for_error()
+    assert message.startswith("Upload failed: The file could not be read as an image"), message
+    assert "400 invalid_image" in message and viewer.state() == "error"
 
 
 def test_too_large_upload_shows_the_limit(viewer: ViewerPage, tmp_path: Path) -> None:

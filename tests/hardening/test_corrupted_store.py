@@ -30,7 +30,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> 
 @pytest.fixture(scope="module")
 def stored(app_client: TestClient) -> dict:
     files = {"file": ("a.png", make_image(40, 32, noise=True, seed=4), "image/png")}
-    response = app_client.post("/encode", files=files, headers={"Authorization": f"Bearer {WRITE_KEY}"})
+    response = app_client.post("/encode?wait=true", files=files, headers={"Authorization": f"Bearer {WRITE_KEY}"})
     assert response.status_code == 201, response.text
     return response.json()
 

@@ -28,7 +28,9 @@ def app_client(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> 
 def deleted_after_lookup(app_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> dict:
     """A stored image that another client deletes right after the next request has looked it up."""
     files = {"file": ("a.png", make_image(24, 16), "image/png")}
-    document = app_client.post("/encode", files=files, headers={"Authorization": f"Bearer {WRITE_KEY}"}).json()
+    document = app_client.post(
+        "/encode?wait=true", files=files, headers={"Authorization": f"Bearer {WRITE_KEY}"}
+    ).json()
     storage = app_client.app.state.service.storage
     look_up: Callable[[str], StoredImage | None] = storage.get
 

@@ -162,20 +162,30 @@ def test_with_a_read_key_only_the_documented_routes_are_public(tmp_path: Path, w
     (static / "viewer.js").write_text("console.log(1)")
     with running(tmp_path, weights_path, read_key="reader") as app_client:
         stored = app_client.post(
-            "/encode",
+            "/encode?wait=true",
             files={"file": ("a.png", make_image(16, 16), "image/png")},
             headers={"Authorization": f"Bearer {WRITE_KEY}"},
         )
         assert stored.status_code == 201
         image_id = stored.json()["id"]
+        job_id = app_client.post(
+            "/encode?wait=false",
+            files={"file": ("a.png", make_image(16, 16), "image/png")},
+            headers={"Authorization": f"Bearer {WRITE_KEY}"},
+        ).json()["id"]
         for path in PUBLIC_PATHS:
             assert app_client.get(path).status_code == 200, path
         paths = app_client.get("/openapi.json").json()["paths"]
-        private = [path.replace("{image_id}", image_id) for path, item in paths.items() if "get" in item]
+        private = [
+            path.replace("{image_id}", image_id).replace("{job_id}", job_id)
+            for path, item in paths.items()
+            if "get" in item
+        ]
         private = [path for path in private if path not in PUBLIC_PATHS]
-        assert {f"/image/{image_id}", f"/image/{image_id}/info", f"/image/{image_id}/bitstream", "/images"} <= set(
-            private
-        )
+        assert {
+            f"/image/{image_id}", f"/image/{image_id}/info", f"/image/{image_id}/bitstream", "/images",
+            f"/jobs/{job_id}", f"/jobs/{job_id}/events",
+        } <= set(private)  # fmt: skip
         reader = {"Authorization": "Bearer reader"}
         for path in private:
             refused = app_client.get(path)

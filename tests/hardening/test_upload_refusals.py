@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.jobs import ModelPool
+from server.pool import ModelPool
 from tests.harness import WRITE_KEY, RunningServer, ServerFactory, make_image, upload
 from tests.in_process import running
 
@@ -74,7 +74,7 @@ def test_an_upload_without_the_key_is_refused_before_its_body(
 
 def test_an_upload_without_the_key_is_refused_with_the_json_shape(roomy: RunningServer) -> None:
     files = {"file": ("a.png", make_image(8, 8), "image/png")}
-    response = httpx.post(f"{roomy.url}/encode", files=files, timeout=60)
+    response = httpx.post(f"{roomy.url}/encode?wait=true", files=files, timeout=60)
     assert response.status_code == 401 and error_code(response, WRITE_KEY) == "unauthorized"
     with httpx.Client(base_url=roomy.url, timeout=120, headers={"Authorization": f"Bearer {WRITE_KEY}"}) as writer:
         assert upload(writer, make_image(8, 8)).status_code == 201  # the key still opens it
@@ -134,5 +134,5 @@ def test_a_full_pool_answers_429_before_the_upload_is_inspected(busy_app, data: 
     )
     assert response.status_code == 429, response.text
     assert response.json()["error"]["code"] == "busy" and int(response.headers["retry-after"]) >= 1
-    unauthenticated = busy_app.post("/encode", files={"file": ("a", data, mime)})
+    unauthenticated = busy_app.post("/encode?wait=true", files={"file": ("a", data, mime)})
     assert unauthenticated.status_code == 401  # the key first: a stranger learns nothing of the load

@@ -108,7 +108,7 @@ def test_read_and_write_keys_have_distinct_roles(keyed: tuple[RunningServer, str
     )
     assert refused.status_code == 401
     doomed = httpx.post(
-        f"{server.url}/encode", files=files, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=120
+        f"{server.url}/encode?wait=true", files=files, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=120
     ).json()["id"]
     reader = {"Authorization": f"Bearer {READ_KEY}"}
     assert httpx.delete(f"{server.url}/image/{doomed}", headers=reader, timeout=30).status_code == 401

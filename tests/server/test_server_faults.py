@@ -18,7 +18,9 @@ AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 
 
 def store(client: TestClient, width: int = 32, height: int = 24) -> dict:
-    response = client.post("/encode", files={"file": ("a.png", make_image(width, height), "image/png")}, headers=AUTH)
+    response = client.post(
+        "/encode?wait=true", files={"file": ("a.png", make_image(width, height), "image/png")}, headers=AUTH
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -82,7 +84,7 @@ def test_storage_failures(tmp_path: Path, weights_path: Path, monkeypatch: pytes
             raise StorageFullError("no space left to write the bitstream")
 
         monkeypatch.setattr(storage.blobs, "put", full)
-        response = client.post("/encode", files=upload, headers=AUTH)
+        response = client.post("/encode?wait=true", files=upload, headers=AUTH)
         assert response.status_code == 507 and error_of(response) == "insufficient_storage"
 
         def read_only(*args) -> None:
@@ -90,7 +92,7 @@ def test_storage_failures(tmp_path: Path, weights_path: Path, monkeypatch: pytes
 
         monkeypatch.setattr(storage.blobs, "put", read_only)
         monkeypatch.setattr(storage.blobs, "check_writable", read_only)
-        response = client.post("/encode", files=upload, headers=AUTH)
+        response = client.post("/encode?wait=true", files=upload, headers=AUTH)
         assert response.status_code == 503 and error_of(response) == "storage_unavailable"
         response = client.get("/ready")
         assert response.status_code == 503 and error_of(response) == "not_ready"

@@ -80,12 +80,12 @@ def test_ids_are_distinct(writer: httpx.Client) -> None:
 
 def test_encode_needs_the_write_key(client: httpx.Client) -> None:
     files = {"file": ("a.png", make_image(8, 8), "image/png")}
-    response = client.post("/encode", files=files)
+    response = client.post("/encode?wait=true", files=files)
     assert response.status_code == 401 and error_of(response) == "unauthorized"
     assert response.headers["www-authenticate"].startswith("Bearer")
-    response = client.post("/encode", files=files, headers={"Authorization": "Bearer wrong"})
+    response = client.post("/encode?wait=true", files=files, headers={"Authorization": "Bearer wrong"})
     assert response.status_code == 401
-    response = client.post("/encode", files=files, headers={"Authorization": f"Basic {WRITE_KEY}"})
+    response = client.post("/encode?wait=true", files=files, headers={"Authorization": f"Basic {WRITE_KEY}"})
     assert response.status_code == 401
 
 
@@ -143,7 +143,7 @@ def test_encode_refuses_large_uploads(writer: httpx.Client, base_url: str) -> No
 
 
 def test_encode_without_a_file_field(writer: httpx.Client) -> None:
-    response = writer.post("/encode", data={"other": "x"})
+    response = writer.post("/encode?wait=true", data={"other": "x"})
     assert response.status_code == 422 and error_of(response) == "validation_error"
 
 

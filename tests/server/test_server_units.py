@@ -13,8 +13,8 @@ import pytest
 
 from server.__main__ import settings_from
 from server.config import Settings
-from server.jobs import ModelPool, PoolBusy
 from server.metrics import Metrics
+from server.pool import ModelPool, PoolBusy
 from server.storage import (
     FileBlobStore,
     LayerRecord,
@@ -81,7 +81,7 @@ def test_an_empty_write_key_leaves_uploads_open(
     monkeypatch.setenv("CODEC_SERVER_READ_KEY", "")
     settings = Settings(data_dir=tmp_path / "data", weights=weights_path, torch_threads=1)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        response = client.post("/encode", files={"file": ("a.png", make_image(24, 16), "image/png")})
+        response = client.post("/encode?wait=true", files={"file": ("a.png", make_image(24, 16), "image/png")})
         assert response.status_code == 201, response.text
         assert client.get(response.json()["urls"]["info"]).status_code == 200
 

@@ -56,14 +56,27 @@ class ModelPool:
         while self._admitted >= self.capacity:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                self.metrics.rejected.inc()
-                raise PoolBusy(self.retry_after)
+                break  # submit refuses it
             self._freed.clear()
             try:  # asyncio.timeout, not wait_for: wait_for (3.11) may swallow a cancel that meets the event
                 async with asyncio.timeout(remaining):
                     await self._freed.wait()
             except TimeoutError:
                 pass
+        return await self.submit(job)
+
+    def submit(self, job: Callable[[], T]) -> asyncio.Future[T]:
+        """Admit `job` now, or raise PoolBusy at once; the future resolves when it has run.
+
+        Admission happens before this returns, with no await in between, so callers that
+        check and submit together can never overcommit the pool.
+        """
+        loop = asyncio.get_running_loop()
+        if self._freed is None:
+            self._freed = asyncio.Event()
+        if self._admitted >= self.capacity:
+            self.metrics.rejected.inc()
+            raise PoolBusy(self.retry_after)
         self._admitted += 1
         self._publish()
 
@@ -78,7 +91,7 @@ class ModelPool:
             self._publish()
             raise PoolBusy(self.retry_after) from None
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, f))
-        return await asyncio.wrap_future(future)
+        return asyncio.wrap_future(future)
 
     def _started(self) -> None:
         self._running += 1
