@@ -18,11 +18,10 @@ import struct
 import zlib
 
 import torch
+from compressai.ans import RansDecoder
 from torch import Tensor
 
 from codec.errors import CorruptLayerError
-from compressai.ans import RansDecoder
-
 from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, anchor_mask, quantized_scale_index
 
 _SIDE_LENGTH = struct.Struct("<I")
@@ -64,7 +63,11 @@ def _decode_latents(model: ScalableCodec, latent_string: bytes, side_hat: Tensor
     if model.context is None:
         return model.latent_model.decompress([latent_string], quantized_scale_index(scale_index), torch.float64, means)
     coder = model.latent_model
-    tables = (coder._quantized_cdf.tolist(), coder._cdf_length.reshape(-1).int().tolist(), coder._offset.reshape(-1).int().tolist())
+    tables = (
+        coder._quantized_cdf.tolist(),
+        coder._cdf_length.reshape(-1).int().tolist(),
+        coder._offset.reshape(-1).int().tolist(),
+    )
     stream = RansDecoder()
     stream.set_stream(latent_string)
     anchors = anchor_mask(scale_index).expand_as(scale_index)

@@ -212,9 +212,7 @@ class Trainer:
         image = self.sampler.batch(s.batch).to(self.device)
         outputs = self.model(image, s.layers)
         lambdas = self.model.config.lambdas
-        loss, rates, distortions = rate_distortion_loss(
-            outputs, image, lambdas, s.objective, s.first_layer_rate_weight
-        )
+        loss, rates, distortions = rate_distortion_loss(outputs, image, lambdas, s.objective, s.first_layer_rate_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # only the main parameters: the quantiles still hold the last aux gradient
