@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="CHANNELS",
-        help="add a two-pass checkerboard context of this width to the codec of --init-weights",
+        help="add a two-pass frequency context of this width to the codec of --init-weights",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument(

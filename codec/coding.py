@@ -7,9 +7,10 @@ A layer's payload is the side-information string (z_k) and the latent string
 
 The entropy parameters of y_k come from the hyper-decoder in exact mode, so
 the encoder and any decoder derive the same CDF rows bit for bit. With a
-checkerboard context the latent string holds two passes in one rANS stream:
-first the anchors ((row + column) even), then the rest, each in (channel, row,
-column) order; the second pass's parameters depend on the first's symbols.
+frequency context the latent string holds two passes in one rANS stream:
+first the low-frequency channels (`first_pass_mask`), then the rest, each in
+(channel, row, column) order; the second pass's parameters depend on the
+first's symbols.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from compressai.ans import RansDecoder
 from torch import Tensor
 
 from codec.errors import CorruptLayerError
-from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, anchor_mask, quantized_scale_index
+from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, first_pass_mask, quantized_scale_index
 
 _SIDE_LENGTH = struct.Struct("<I")
 
@@ -41,24 +42,24 @@ def encode_layer(model: ScalableCodec, image: Tensor, state: RecurrentState) -> 
     if model.context is None:
         latent_string = model.latent_model.compress(latents, quantized_scale_index(scale_index), means)[0]
     else:
-        anchors = anchor_mask(latents)
-        anchor_symbols = torch.round(latents - means) * anchors
-        scale_index, means = model.context_parameters(anchor_symbols, scale_index, means, state, exact_mode=True)
+        first = first_pass_mask(model.config, latents)
+        first_symbols = torch.round(latents - means) * first
+        scale_index, means = model.context_parameters(first_symbols, scale_index, means, state, exact_mode=True)
         indexes = quantized_scale_index(scale_index)
-        in_passes = [_in_pass_order(t, anchors) for t in (latents, indexes, means)]
+        in_passes = [_in_pass_order(t, first) for t in (latents, indexes, means)]
         latent_string = model.latent_model.compress(*in_passes)[0]
     model.synthesise(torch.round(latents - means) + means, state)
     return _SIDE_LENGTH.pack(len(side_string)) + side_string + latent_string
 
 
-def _in_pass_order(values: Tensor, anchors: Tensor) -> Tensor:
-    """(1, C, h, w) to (1, C*h*w): the anchors first, then the rest, each in tensor order."""
-    anchors = anchors.expand_as(values)
-    return torch.cat([values[anchors], values[~anchors]])[None]
+def _in_pass_order(values: Tensor, first: Tensor) -> Tensor:
+    """(1, C, h, w) to (1, C*h*w): the first pass, then the rest, each in tensor order."""
+    first = first.expand_as(values)
+    return torch.cat([values[first], values[~first]])[None]
 
 
 def _decode_latents(model: ScalableCodec, latent_string: bytes, side_hat: Tensor, state: RecurrentState) -> Tensor:
-    """y_k from its string: one pass, or the checkerboard's two passes from one rANS stream."""
+    """y_k from its string: one pass, or the frequency context's two passes from one rANS stream."""
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
     if model.context is None:
         return model.latent_model.decompress([latent_string], quantized_scale_index(scale_index), torch.float64, means)
@@ -70,13 +71,13 @@ def _decode_latents(model: ScalableCodec, latent_string: bytes, side_hat: Tensor
     )
     stream = RansDecoder()
     stream.set_stream(latent_string)
-    anchors = anchor_mask(scale_index).expand_as(scale_index)
+    first = first_pass_mask(model.config, scale_index).expand_as(scale_index)
     symbols = torch.zeros_like(scale_index)
     indexes = quantized_scale_index(scale_index)
-    symbols[anchors] = torch.tensor(stream.decode_stream(indexes[anchors].tolist(), *tables), dtype=torch.float64)
+    symbols[first] = torch.tensor(stream.decode_stream(indexes[first].tolist(), *tables), dtype=torch.float64)
     scale_index, means = model.context_parameters(symbols, scale_index, means, state, exact_mode=True)
     indexes = quantized_scale_index(scale_index)
-    symbols[~anchors] = torch.tensor(stream.decode_stream(indexes[~anchors].tolist(), *tables), dtype=torch.float64)
+    symbols[~first] = torch.tensor(stream.decode_stream(indexes[~first].tolist(), *tables), dtype=torch.float64)
     return symbols + means
 
 

@@ -9,9 +9,10 @@ One RNN iteration is one layer of the bitstream. At layer k
   a mean for every element of y_k from z_k, the previous layer's quantized
   latents and its state; it runs on the exact fixed-point grid of
   `codec.exact`, so encoder and decoder always agree on the probabilities;
-* optionally a checkerboard context (He et al., CVPR 2021) codes y_k in two
-  passes: the anchor half with the hyper-decoder's parameters, then the other
-  half with parameters refined from the decoded anchors around it;
+* optionally a frequency context codes y_k in two passes (channel-wise
+  autoregression, Minnen & Singh 2020): each block's low frequencies with the
+  hyper-decoder's parameters, then its high frequencies with parameters
+  refined from the decoded low frequencies of the block and its neighbours;
 * the decoder turns the quantized latents into an increment that is added to
   the reconstruction (additive residual formulation).
 
@@ -66,7 +67,7 @@ class CodecConfig:
     lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05)
     # 0: no post-filter; the picture shown is the running reconstruction
     post_filter_channels: int = 0
-    # 0: one pass per layer; > 0: a two-pass checkerboard context this wide
+    # 0: one pass per layer; > 0: a two-pass frequency context this wide
     context_channels: int = 0
 
     def __post_init__(self) -> None:
@@ -211,20 +212,28 @@ class HyperDecoder(nn.Module):
         return scale_index + SCALE_LEVELS // 2, means, state
 
 
-def anchor_mask(latents: Tensor) -> Tensor:
-    """True at the checkerboard's first-pass positions ((row + column) even), shape (1, 1, h, w)."""
-    h, w = latents.shape[-2:]
-    rows = torch.arange(h, device=latents.device)[:, None]
-    columns = torch.arange(w, device=latents.device)[None, :]
-    return ((rows + columns) % 2 == 0)[None, None]
+# The first pass of a layer with context: every block's lowest frequencies, the
+# first 8 zigzag diagonals of luma and the first 4 of each chroma axis.
+FIRST_PASS_LUMA = 36
+FIRST_PASS_CHROMA = 10
 
 
-class CheckerboardContext(nn.Module):
+def first_pass_mask(config: CodecConfig, like: Tensor) -> Tensor:
+    """True for the latent channels coded in the first pass, shape (1, C, 1, 1)."""
+    mask = torch.zeros(config.latent_channels, dtype=torch.bool, device=like.device)
+    mask[:FIRST_PASS_LUMA] = True
+    for start in (config.luma_coefficients, config.luma_coefficients + config.chroma_coefficients):
+        mask[start : start + FIRST_PASS_CHROMA] = True
+    return mask[None, :, None, None]
+
+
+class FrequencyContext(nn.Module):
     """Second-pass entropy parameters from the first pass of the same layer.
 
-    The anchors' symbols (zero where not yet decoded) and the hyper-decoder's
-    scale index go through exact convolutions to a correction of the scale
-    index and the mean at every position; only the non-anchor half uses it.
+    The first pass's symbols (zero where not yet decoded) and the hyper-decoder's
+    scale index go through exact convolutions (3x3 support: the block and its
+    neighbours) to a correction of the scale index and the mean of every latent;
+    only the second pass uses it.
     The symbols are integers and the weights on the grid, so it is exact. Its
     output convolution starts at zero: added to a trained codec, it changes
     nothing until it has learned something.
@@ -239,10 +248,10 @@ class CheckerboardContext(nn.Module):
         nn.init.zeros_(self.params.weight)
         nn.init.zeros_(self.params.bias)
 
-    def forward(self, anchor_symbols: Tensor, scale_index: Tensor, exact_mode: bool) -> tuple[Tensor, Tensor]:
+    def forward(self, first_symbols: Tensor, scale_index: Tensor, exact_mode: bool) -> tuple[Tensor, Tensor]:
         e = exact_mode
-        anchor_symbols = exact.activation(anchor_symbols, e)
-        inputs = torch.cat([anchor_symbols, anchor_symbols.abs(), exact.activation(scale_index, e)], dim=1)
+        first_symbols = exact.activation(first_symbols, e)
+        inputs = torch.cat([first_symbols, first_symbols.abs(), exact.activation(scale_index, e)], dim=1)
         x = F.relu(self.reduce(inputs, e))
         x = F.relu(self.spread(x, e))
         scale_correction, mean_correction = self.params(x, e).chunk(2, dim=1)
@@ -321,7 +330,7 @@ class ScalableCodec(CompressionModel):
         self.log_increment_gain = nn.Parameter(-self.log_residual_gain.detach().clone())
         channels = self.config.post_filter_channels
         self.post_filter = PostFilter(k, channels) if channels else None
-        self.context = CheckerboardContext(self.config) if self.config.context_channels else None
+        self.context = FrequencyContext(self.config) if self.config.context_channels else None
 
     # -- the per-layer pieces, shared by training and coding -----------------
 
@@ -364,17 +373,18 @@ class ScalableCodec(CompressionModel):
         return scale_index, means
 
     def context_parameters(
-        self, anchor_symbols: Tensor, scale_index: Tensor, means: Tensor, state: RecurrentState, exact_mode: bool
+        self, first_symbols: Tensor, scale_index: Tensor, means: Tensor, state: RecurrentState, exact_mode: bool
     ) -> tuple[Tensor, Tensor]:
-        """The second pass: parameters of the non-anchor half, refined from the decoded anchors.
+        """The second pass: its parameters refined from the decoded first pass.
 
-        `anchor_symbols` are round(y - mean) at the anchors and 0 elsewhere.
-        Anchors keep the hyper-decoder's parameters. Updates `state.means`.
+        `first_symbols` are round(y - mean) in the first pass's channels and 0
+        elsewhere. The first pass keeps the hyper-decoder's parameters. Updates
+        `state.means`.
         """
-        scale_correction, mean_correction = self.context(anchor_symbols, scale_index, exact_mode)
-        anchors = anchor_mask(scale_index)
-        scale_index = torch.where(anchors, scale_index, scale_index + scale_correction)
-        means = torch.where(anchors, means, means + mean_correction)
+        scale_correction, mean_correction = self.context(first_symbols, scale_index, exact_mode)
+        first = first_pass_mask(self.config, scale_index)
+        scale_index = torch.where(first, scale_index, scale_index + scale_correction)
+        means = torch.where(first, means, means + mean_correction)
         state.means = means
         return scale_index, means
 
@@ -457,8 +467,8 @@ class ScalableCodec(CompressionModel):
             side_hat = exact.round_ste(side - medians) + medians
             scale_index, means = self.entropy_parameters(side_hat, state, exact_mode=False)
             if self.context is not None:
-                anchor_symbols = exact.round_ste(latents - means) * anchor_mask(latents)
-                scale_index, means = self.context_parameters(anchor_symbols, scale_index, means, state, False)
+                first_symbols = exact.round_ste(latents - means) * first_pass_mask(self.config, latents)
+                scale_index, means = self.context_parameters(first_symbols, scale_index, means, state, False)
             _, latent_likelihoods = self.latent_model(latents, scale_from_index(scale_index), means)
             latents_hat = exact.round_ste(latents - means) + means
             self.synthesise(latents_hat, state)

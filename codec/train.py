@@ -24,7 +24,7 @@ from codec.quality import psnr_from_mse
 
 # Log-gains are a handful of scalars that must move by whole octaves early on.
 GAIN_LR_SCALE = 10.0
-# The checkerboard context is added to trained weights from zero and has a few
+# The frequency context is added to trained weights from zero and has a few
 # thousand steps to learn in, beside a codec that is already near its optimum.
 CONTEXT_LR_SCALE = 5.0
 VALIDATION_IMAGES = ("kodim01.png", "kodim07.png", "kodim14.png", "kodim23.png")
@@ -53,7 +53,7 @@ class TrainSettings:
     post_filter_channels: int = 0
     # extra weight on the first layer's rate, which λ_1 alone does not move
     first_layer_rate_weight: float = 0.0
-    # > 0: add a checkerboard context of this width to the codec of `init_weights`
+    # > 0: add a two-pass frequency context of this width to the codec of `init_weights`
     context_channels: int = 0
 
 

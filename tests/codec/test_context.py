@@ -1,4 +1,4 @@
-"""The checkerboard context: two passes in one rANS stream, still exact, and off by default."""
+"""The frequency context: two passes in one rANS stream, still exact, and off by default."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codec.api import Decoder, _prepare, encode, fresh_model
-from codec.model import CodecConfig, ScalableCodec, anchor_mask
+from codec.model import FIRST_PASS_CHROMA, FIRST_PASS_LUMA, CodecConfig, ScalableCodec, first_pass_mask
 from codec.quality import psnr
 
 from .conftest import natural_image
@@ -38,11 +38,14 @@ def image() -> np.ndarray:
     return natural_image(96, 160, seed=4)
 
 
-def test_anchors_are_half_the_positions_in_a_checkerboard() -> None:
-    mask = anchor_mask(torch.zeros(1, 2, 4, 6))
-    assert mask.shape == (1, 1, 4, 6)
-    assert mask.sum() == 12
-    assert mask[0, 0, 0, 0] and not mask[0, 0, 0, 1] and not mask[0, 0, 1, 0] and mask[0, 0, 1, 1]
+def test_the_first_pass_is_every_blocks_lowest_frequencies() -> None:
+    config = CodecConfig()
+    mask = first_pass_mask(config, torch.zeros(1))
+    assert mask.shape == (1, config.latent_channels, 1, 1)
+    assert mask.sum() == FIRST_PASS_LUMA + 2 * FIRST_PASS_CHROMA
+    chroma = config.luma_coefficients
+    assert mask[0, 0] and mask[0, FIRST_PASS_LUMA - 1] and not mask[0, FIRST_PASS_LUMA]
+    assert mask[0, chroma] and not mask[0, chroma + FIRST_PASS_CHROMA] and not mask[0, -1]
 
 
 def test_a_scale_only_context_codes_the_same_symbols_in_other_bytes(base: ScalableCodec, image: np.ndarray) -> None:
