@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from codec.errors import CodecError, InvalidImageError, ModelMismatchError
 from codec.imageio import NonFinitePixels
 from protocol import error_body
-from server.encoding import TooManyPixels, UnsupportedFormat
+from server.encoding import TooManyPixels, UnsupportedFormat, VerificationError
 from server.pool import PoolBusy
 from server.storage import ImageDeleted, StorageError, StorageFullError
 
@@ -83,6 +83,11 @@ def as_api_error(error: Exception) -> ApiError | None:
         return ApiError(400, "invalid_image", f"{error}; float pixels must be finite")
     if isinstance(error, InvalidImageError):
         return ApiError(400, "invalid_image", "the upload is damaged or cannot be decoded as an image")
+    if isinstance(error, VerificationError):
+        log.error("a new bitstream failed its verification: %s", error)
+        return ApiError(
+            500, "verification_failed", "the new bitstream did not decode back to the upload; nothing was stored"
+        )
     if isinstance(error, ModelMismatchError):
         return ApiError(409, "model_mismatch", "the bitstream was written with other weights than the ones loaded")
     if isinstance(error, CodecError):

@@ -100,6 +100,48 @@ def test_storage_failures(tmp_path: Path, weights_path: Path, monkeypatch: pytes
         assert client.get("/images").json()["count"] == 0  # nothing half-stored is visible
 
 
+def test_a_bitstream_that_fails_verification_is_never_stored(
+    tmp_path: Path, weights_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encode writes a container of the wrong size (a bug the verification exists for)."""
+    import server.encoding
+
+    real_encode = server.encoding.encode
+    monkeypatch.setattr(server.encoding, "encode", lambda pixels, model, **kw: real_encode(pixels[:-8], model, **kw))
+    with running(tmp_path, weights_path) as client:
+        upload = {"file": ("a.png", make_image(32, 24), "image/png")}
+        response = client.post("/encode?wait=true", files=upload, headers=AUTH)
+        assert response.status_code == 500 and error_of(response) == "verification_failed"
+        job = client.get(client.post("/encode", files=upload, headers=AUTH).json()["urls"]["job"], headers=AUTH)
+        while job.json()["state"] not in ("done", "failed"):
+            job = client.get(job.json()["urls"]["job"], headers=AUTH)
+        assert job.json()["error"] == {
+            "status": 500,
+            "code": "verification_failed",
+            "message": "the new bitstream did not decode back to the upload; nothing was stored",
+        }
+        assert client.get("/images").json()["count"] == 0
+
+
+def test_previews_the_busy_pool_cannot_make_close_the_stream_with_1013(tmp_path: Path, weights_path: Path) -> None:
+    """One worker, no queue, no caches: while an encode job holds the worker, a preview waits
+    `ws_send_timeout` for it and then the stream closes with TRY_LATER."""
+    settings = {"workers": 1, "queue_size": 0, "decoder_cache": 0, "picture_cache_bytes": 0, "ws_send_timeout": 0.2}
+    with running(tmp_path, weights_path, **settings) as client:
+        document = store(client)
+        busy = client.post("/encode", files={"file": ("b.png", make_image(800, 600, noise=True))}, headers=AUTH)
+        assert busy.status_code == 202
+        with client.websocket_connect(f"/ws/image/{document['id']}?credit=255&previews=png") as ws:
+            assert json.loads(ws.receive_text())["type"] == "info"
+            assert len(ws.receive_bytes()) == document["header_bytes"]
+            assert len(ws.receive_bytes()) == document["layers"][0]["size"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            assert closed.value.code == 1013 and "busy" in closed.value.reason
+        state = client.get(busy.json()["urls"]["job"], headers=AUTH).json()["state"]
+        assert state in ("running", "verifying"), "the encode did not hold the worker for the whole test"
+
+
 def test_a_bug_answers_500_without_details(tmp_path: Path, weights_path: Path, monkeypatch) -> None:
     with running(tmp_path, weights_path) as client:
 
