@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +31,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench import report
+from bench import processes, report
 from bench.load import (
     Answer,
     LoadResult,
@@ -50,7 +48,6 @@ from bench.load import (
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "kodak"
 WRITE_KEY = "bench-write-key"
-READY_TIMEOUT = 240.0
 STATIC_DIR_ENV = "BENCH_STATIC_DIR"
 BITSTREAM_FILE = "image.sric"
 PICTURE_FILE = "image.png"
@@ -92,12 +89,6 @@ def static_files_app():
 # -- processes ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class Running:
     """A server process on a loopback port."""
@@ -119,60 +110,33 @@ class Running:
         return psutil.Process(self.process.pid).memory_info().rss
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        processes.stop(self.process)
 
 
 def start(
     name: str, command_for: Callable[[int], list[str]], root: Path, probe: str, env: dict[str, str] | None = None
 ) -> Running:
     """Start the command that listens on the given port, and wait until `probe` answers 200."""
-    port = free_port()
-    command = command_for(port)
     log_path = root / f"{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
-        )
-    running = Running(name, process, port, log_path)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(running.url + probe, timeout=5).status_code == 200:
-                return running
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            running.stop()
-            raise RuntimeError(f"{name} not ready after {READY_TIMEOUT} s")
-        time.sleep(0.2)
+    try:
+        process, port = processes.launch(command_for, log_path, {**os.environ, **(env or {})}, probe)
+    except RuntimeError as error:
+        raise RuntimeError(f"{name} {error}") from None
+    return Running(name, process, port, log_path)
 
 
 def start_service(name: str, root: Path, data_dir: Path, args: argparse.Namespace, **settings: str) -> Running:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CODEC_SERVER_")}
-    env = {
-        **clean,
-        "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
-        "CODEC_SERVER_WORKERS": str(args.workers),
-        "CODEC_SERVER_QUEUE_SIZE": str(args.queue_size),
-        "CODEC_SERVER_TORCH_THREADS": str(args.torch_threads),
-        "CODEC_SERVER_LOG_LEVEL": "warning",
-        "PYTHONWARNINGS": "ignore",
-        **{f"CODEC_SERVER_{key.upper()}": value for key, value in settings.items()},
-    }
-    weights = ["--weights", str(args.weights)] if args.weights else []
-
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir), *weights]
-
-    return start(name, command, root, "/ready", env)
+    env = processes.server_environment(
+        {
+            "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
+            "CODEC_SERVER_WORKERS": str(args.workers),
+            "CODEC_SERVER_QUEUE_SIZE": str(args.queue_size),
+            "CODEC_SERVER_TORCH_THREADS": str(args.torch_threads),
+            **{f"CODEC_SERVER_{key.upper()}": value for key, value in settings.items()},
+        }
+    )
+    weights = Path(args.weights) if args.weights else None
+    return start(name, lambda port: processes.server_command(port, data_dir, weights), root, "/ready", env)
 
 
 def start_starlette(root: Path, static: Path) -> Running:

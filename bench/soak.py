@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ import psutil
 from PIL import Image
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from bench import processes
 
 MiB = 1024 * 1024
 WRITE_KEY = "soak-write-key"
@@ -225,12 +225,6 @@ async def sample_rss(pid: int, rss: Rss, stop: asyncio.Event) -> None:
             pass
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_server(root: Path, weights: Path | None) -> tuple[subprocess.Popen, str]:
     """`python -m server` with small caches on a free port; untrained weights unless `weights` is given."""
     if weights is None:
@@ -238,35 +232,20 @@ def start_server(root: Path, weights: Path | None) -> tuple[subprocess.Popen, st
 
         weights = root / "untrained.pt"
         save_weights(fresh_model(), weights)
-    port = free_port()
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CODEC_SERVER_")},
-        "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
-        "CODEC_SERVER_WORKERS": "1",
-        "CODEC_SERVER_QUEUE_SIZE": "8",
-        "CODEC_SERVER_TORCH_THREADS": "1",
-        "CODEC_SERVER_PICTURE_CACHE_BYTES": str(PICTURE_CACHE),
-        "CODEC_SERVER_DECODER_CACHE": str(DECODER_SLOTS),
-        "CODEC_SERVER_LOG_LEVEL": "warning",
-        "PYTHONWARNINGS": "ignore",
-    }
-    command = [sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(root / "data"),
-               "--weights", str(weights)]  # fmt: skip
-    with open(root / "server.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited: {(root / 'server.log').read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("the server did not become ready")
+    environment = processes.server_environment(
+        {
+            "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
+            "CODEC_SERVER_WORKERS": "1",
+            "CODEC_SERVER_QUEUE_SIZE": "8",
+            "CODEC_SERVER_TORCH_THREADS": "1",
+            "CODEC_SERVER_PICTURE_CACHE_BYTES": str(PICTURE_CACHE),
+            "CODEC_SERVER_DECODER_CACHE": str(DECODER_SLOTS),
+        }
+    )
+    process, port = processes.launch(
+        lambda port: processes.server_command(port, root / "data", weights), root / "server.log", environment
+    )
+    return process, f"http://127.0.0.1:{port}"
 
 
 async def soak(url: str, key: str, pid: int, minutes: float, workers: int, seed: int) -> tuple[Record, Rss]:

@@ -22,11 +22,8 @@ import base64
 import io
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +31,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import processes
+
+REPO = processes.REPO
 WRITE_KEY = "test-write-key"
-READY_TIMEOUT = 240.0  # the machine is shared with a training run: start-up can be slow
 SHARED_ENV = {
     "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
     "CODEC_SERVER_WORKERS": "1",
@@ -50,12 +48,6 @@ SHARED_ENV = {
     "CODEC_SERVER_SOCKET_SEND_BUFFER": "65536",
     "CODEC_SERVER_CORS_ORIGINS": "http://viewer.example",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_image(width: int, height: int, format: str = "PNG", noise: bool = False, seed: int = 0) -> bytes:
@@ -110,14 +102,7 @@ class RunningServer:
         return default
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return processes.stop(self.process, timeout)
 
 
 class ServerFactory:
@@ -133,36 +118,13 @@ class ServerFactory:
         self._count += 1
         data_dir = data_dir or self.root / f"data-{self._count}"
         log_path = self.root / f"server-{self._count}.log"
-        port = free_port()
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("CODEC_SERVER_")}
-        full_env = {
-            **clean,
-            "CODEC_SERVER_TORCH_THREADS": "1",
-            "CODEC_SERVER_LOG_LEVEL": "warning",
-            "PYTHONWARNINGS": "ignore",
-            **(env or {}),
-        }
-        command = [
-            sys.executable, "-m", "server", "--port", str(port),
-            "--data-dir", str(data_dir), "--weights", str(self.weights), *args,
-        ]  # fmt: skip
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        environment = processes.server_environment({"CODEC_SERVER_TORCH_THREADS": "1", **(env or {})})
+        process, port = processes.launch(
+            lambda port: processes.server_command(port, data_dir, self.weights, *args), log_path, environment
+        )
         server = RunningServer(process, port, data_dir, log_path, env or {})
         self.running.append(server)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-            try:
-                if httpx.get(f"{server.url}/ready", timeout=5).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"server not ready after {READY_TIMEOUT} s:\n{server.log()}")
-            time.sleep(0.25)
+        return server
 
     def stop_all(self) -> None:
         for server in self.running:
