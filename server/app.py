@@ -22,15 +22,17 @@ from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codec.errors import CodecError
-from server import errors, routes, ws
+from server import errors, ws
 from server.config import Settings
 from server.decoders import Reconstructions
+from server.deps import get_service, require_write
 from server.encode_jobs import EncodeJobs
 from server.errors import as_api_error, error_body, error_response
 from server.job_store import SqliteJobStore
 from server.metrics import MetricsMiddleware
 from server.pool import ModelPool, PoolBusy
-from server.service import Service, get_service, require_write
+from server.routers import ROUTERS, viewer
+from server.service import Service
 from server.storage import Storage, StorageError
 
 if TYPE_CHECKING:
@@ -315,7 +317,7 @@ class ViewerFiles(StaticFiles):
 
     def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
         response = super().file_response(*args, **kwargs)
-        response.headers.update(routes.VIEWER_HEADERS)
+        response.headers.update(viewer.VIEWER_HEADERS)
         return response
 
 
@@ -387,7 +389,8 @@ def create_app(settings: Settings | None = None, codec: tuple[ScalableCodec, str
     if codec is not None:
         app.state.service.model, app.state.service.device = codec
     errors.install(app)
-    app.include_router(routes.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.include_router(ws.router)
     add_docs(app)
     app.mount("/static", ViewerFiles(directory=settings.static_dir, check_dir=False), name="static")

@@ -54,10 +54,11 @@ from protocol import (
     WEBSOCKET_PATH,
 )
 from server.decoders import PICTURE_FORMATS
+from server.deps import get_service, read_allowed
 from server.errors import as_api_error
 from server.pool import PoolBusy
 from server.schemas import info_document
-from server.service import Service, get_service, read_allowed
+from server.service import Service
 from server.storage import ImageDeleted, StorageError, StoredImage, valid_id
 
 router = APIRouter()

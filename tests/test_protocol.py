@@ -79,11 +79,12 @@ def test_the_server_closes_with_the_protocol_codes() -> None:
 
 
 def test_the_server_routes_are_the_protocol_templates() -> None:
-    from server import routes, ws
+    from server import ws
+    from server.routers import ROUTERS
 
-    http = {route.path for route in routes.router.routes}
+    http = {route.path for router in ROUTERS for route in router.routes}
     assert {protocol.ENCODE_PATH, protocol.IMAGES_PATH, protocol.INFO_PATH, protocol.IMAGE_PATH} <= http
-    assert protocol.BITSTREAM_PATH in http
+    assert {protocol.BITSTREAM_PATH, protocol.JOB_PATH, protocol.JOB_EVENTS_PATH} <= http
     assert protocol.WEBSOCKET_PATH in {route.path for route in ws.router.routes}
 
 
