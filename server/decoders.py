@@ -16,12 +16,17 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
 
 from codec.api import Decoder, Region
 from codec.imageio import write_image
 from server.metrics import Metrics
 from server.pool import ModelPool, PoolBusy
 from server.storage import Storage, StoredImage
+
+T = TypeVar("T")
 
 PICTURE_FORMATS = {"png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp"), "jpeg": ("JPEG", "image/jpeg")}
 
@@ -100,25 +105,42 @@ class Reconstructions:
                 self.metrics.cache.labels("picture", "hit").inc()
                 return cached
             self.metrics.cache.labels("picture", "miss").inc()
-            slot = self._decoders.pop(image.id, None)
-            self.metrics.cache.labels("decoder", "hit" if slot else "miss").inc()
-            decoder = slot.decoder if slot else None
-            try:
-                decoder, data = await self.pool.run(
-                    lambda: self._render(decoder, image, layers, fmt, region), wait=wait
-                )
-            except PoolBusy:
-                if slot is not None:
-                    self._decoders[image.id] = slot  # untouched: keep it for the retry
-                raise
-            self.adopt(image, decoder)
+            data = await self._with_decoder(
+                image, lambda decoder: self._render(decoder, image, layers, fmt, region), wait
+            )
             self._pictures.put(key, data)
             return data
 
-    def _render(
-        self, decoder: Decoder | None, image: StoredImage, layers: int, fmt: str, region: Region | None
-    ) -> tuple[Decoder, bytes]:
-        """On a worker thread: feed the missing bytes, decode, encode the picture."""
+    async def pixels(
+        self, image: StoredImage, layers: int, *, region: Region | None = None, wait: float = 0.0
+    ) -> np.ndarray:
+        """The decoded (h, w, 3) pixels of `region` from the first `layers` layers, for callers that resize or
+        recolour them (IIIF); only the tiles the region touches are decoded, by the image's cached decoder."""
+        async with self._lock(image.id):
+            return await self._with_decoder(image, lambda decoder: self._decode(decoder, image, layers, region), wait)
+
+    async def _with_decoder(
+        self, image: StoredImage, job: Callable[[Decoder | None], tuple[Decoder, T]], wait: float
+    ) -> T:
+        """Run `job` on the pool with the image's cached decoder (or None) and keep the decoder it returns.
+
+        Call it holding the image's lock: a decoder serves one job at a time."""
+        slot = self._decoders.pop(image.id, None)
+        self.metrics.cache.labels("decoder", "hit" if slot else "miss").inc()
+        decoder = slot.decoder if slot else None
+        try:
+            decoder, result = await self.pool.run(lambda: job(decoder), wait=wait)
+        except PoolBusy:
+            if slot is not None:
+                self._decoders[image.id] = slot  # untouched: keep it for the retry
+            raise
+        self.adopt(image, decoder)
+        return result
+
+    def _decode(
+        self, decoder: Decoder | None, image: StoredImage, layers: int, region: Region | None
+    ) -> tuple[Decoder, np.ndarray]:
+        """On a worker thread: feed the missing bytes and decode."""
         need = image.end_of_layer(layers)
         with self.metrics.stage("decode", "read"):
             if decoder is None:
@@ -129,6 +151,13 @@ class Reconstructions:
         with self.metrics.stage("decode", "layers"):
             pixels = decoder.decode(layers, region)
         self.metrics.layers_decoded.inc(decoder.iterations - before)
+        return decoder, pixels
+
+    def _render(
+        self, decoder: Decoder | None, image: StoredImage, layers: int, fmt: str, region: Region | None
+    ) -> tuple[Decoder, bytes]:
+        """On a worker thread: decode, then encode the picture."""
+        decoder, pixels = self._decode(decoder, image, layers, region)
         with self.metrics.stage("decode", "picture"):
             data = write_image(pixels, format=PICTURE_FORMATS[fmt][0])
         return decoder, data
