@@ -1,5 +1,5 @@
-"""One router per resource: images, uploads (encode jobs), operations, the viewer."""
+"""One router per resource: images, uploads (encode jobs), operations, the viewer, and IIIF over the images."""
 
-from server.routers import images, operations, uploads, viewer
+from server.routers import iiif, images, operations, uploads, viewer
 
-ROUTERS = (uploads.router, images.router, operations.router, viewer.router)
+ROUTERS = (uploads.router, images.router, operations.router, viewer.router, iiif.router)
