@@ -363,3 +363,14 @@ def test_a_read_key_guards_iiif_and_its_refusal_carries_cors(tmp_path: Path, wei
         assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"
         allowed = client.get(f"/iiif/3/{image_id}/full/max/0/default.png", headers={"Authorization": "Bearer reader"})
         assert allowed.status_code == 200 and pixels(allowed.content).shape == (24, 32, 3)
+
+
+def test_head_and_the_api_description(app: tuple[TestClient, str]) -> None:
+    client, image_id = app
+    whole = get(app, "full/max/0/default.png")
+    head = client.head(f"/iiif/3/{image_id}/full/max/0/default.png")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == whole.headers["etag"] and head.headers["access-control-allow-origin"] == "*"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/iiif/3/{image_id}", "/iiif/3/{image_id}/info.json"} <= set(paths)
+    assert not [path for path in paths if "{region}" in path]  # IIIF's grammar, not a schema (docs/iiif.md)
