@@ -22,6 +22,8 @@ FORMATS = {
     "png": ("PNG", "image/png"),
     "webp": ("WEBP", "image/webp"),
 }
+# The widest and tallest picture each format can hold (JPEG's 16-bit sizes, WebP's 14-bit ones).
+LARGEST_SIDE = {"jpg": 65535, "png": 2**31 - 1, "webp": 16383}
 # Formats the spec names that this server does not write: 501, not 400.
 KNOWN_FORMATS = {"tif", "gif", "pdf", "jp2"}
 QUALITIES = ("default", "color", "gray", "bitonal")
@@ -145,6 +147,12 @@ def parse_quality_format(text: str) -> tuple[str, str]:
     if fmt not in FORMATS:
         raise bad(f"format must be one of {', '.join(FORMATS)}")
     return quality, fmt
+
+
+def check_fits(size: tuple[int, int], fmt: str) -> None:
+    """400 for an answer wider or taller than its format can hold, before anything is decoded."""
+    if max(size) > LARGEST_SIDE[fmt]:
+        raise bad(f"a {fmt} picture is at most {LARGEST_SIDE[fmt]} pixels wide and tall; ask for png")
 
 
 def max_area(width: int, height: int) -> int:

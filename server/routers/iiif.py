@@ -111,6 +111,7 @@ async def get_image(
     output = iiif.parse_size(size, box[2], box[3], iiif.max_area(image.width, image.height))
     turn = iiif.parse_rotation(rotation)
     quality, fmt = iiif.parse_quality_format(quality_format)
+    iiif.check_fits(output, fmt)
     layers = iiif.layers_for(image.layer_count, box, output)
     canonical = f"{','.join(map(str, box))}-{output[0]},{output[1]}-{'!' if turn.mirror else ''}{turn.degrees}"
     etag = f'"{image.sha256[:32]}-iiif-{canonical}-{quality}.{fmt}-{layers}"'

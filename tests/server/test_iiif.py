@@ -119,6 +119,14 @@ def test_quality_and_format() -> None:
         assert status_of(iiif.parse_quality_format, text) == status, text
 
 
+def test_an_answer_must_fit_its_format() -> None:
+    iiif.check_fits((65535, 10), "jpg")
+    iiif.check_fits((10, 16383), "webp")
+    iiif.check_fits((100_000, 1), "png")
+    assert status_of(iiif.check_fits, (65536, 10), "jpg") == 400
+    assert status_of(iiif.check_fits, (10, 16384), "webp") == 400
+
+
 def test_the_layer_rule_follows_the_measured_table() -> None:
     """Every layer counts at every measured scale (docs/iiif.md), so downscaled answers decode them all."""
     for size in [(600, 300), (300, 150), (75, 37), (9, 4), (1200, 600)]:
@@ -304,6 +312,8 @@ def test_lossy_formats(app: tuple[TestClient, str], whole: np.ndarray, fmt: str,
         ("full/0,/0/default.png", 400),
         ("full/601,/0/default.png", 400),  # larger than the region without ^
         ("full/^100000,/0/default.png", 400),  # past maxArea
+        ("full/^16000000,1/0/default.jpg", 400),  # within maxArea, but wider than JPEG allows
+        ("full/^16384,100/0/default.webp", 400),
         ("full/max/45/default.png", 501),
         ("full/max/400/default.png", 400),
         ("full/max/0/best.png", 400),
