@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -20,8 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from codec.container import DEFAULT_TILE_SIZE
 from server import iiif, ranges
 from server.deps import ReconstructionsDep, StorageDep, error_responses, require_read
-from server.errors import as_api_error, error_response
+from server.errors import ApiError, as_api_error, error_response
 from server.routers.images import IMMUTABLE, find_image
+
+log = logging.getLogger("server")
 
 CORS = {"Access-Control-Allow-Origin": "*"}
 # IIIF turns clockwise; Pillow's ROTATE_n turn counter-clockwise.
@@ -29,7 +32,7 @@ CLOCKWISE = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 27
 
 
 class IiifRoute(APIRoute):
-    """Every answer of these routes, errors and refusals of `require_read` too, carries
+    """Every answer of these routes, errors, refusals of `require_read` and bugs too, carries
     `Access-Control-Allow-Origin: *`: IIIF viewers are pages of other origins."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
@@ -41,7 +44,8 @@ class IiifRoute(APIRoute):
             except Exception as error:
                 mapped = as_api_error(error)
                 if mapped is None:
-                    raise
+                    log.exception("unhandled error")
+                    mapped = ApiError(500, "internal_error", "internal server error")
                 response = error_response(mapped.status, mapped.code, mapped.message, mapped.headers)
             response.headers.update(CORS)
             return response

@@ -384,3 +384,13 @@ def test_head_and_the_api_description(app: tuple[TestClient, str]) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/iiif/3/{image_id}", "/iiif/3/{image_id}/info.json"} <= set(paths)
     assert not [path for path in paths if "{region}" in path]  # IIIF's grammar, not a schema (docs/iiif.md)
+
+
+def test_a_bug_answers_500_with_cors(app: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> bytes:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("server.routers.iiif.render", broken)
+    response = get(app, "full/max/0/default.png")
+    assert response.status_code == 500 and response.headers["access-control-allow-origin"] == "*"
+    assert response.json()["error"]["code"] == "internal_error" and "a bug" not in response.text
