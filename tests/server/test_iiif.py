@@ -382,8 +382,8 @@ def test_head_and_the_api_description(app: tuple[TestClient, str]) -> None:
     assert head.status_code == 200 and head.content == b""
     assert head.headers["etag"] == whole.headers["etag"] and head.headers["access-control-allow-origin"] == "*"
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/iiif/3/{image_id}", "/iiif/3/{image_id}/info.json"} <= set(paths)
-    assert not [path for path in paths if "{region}" in path]  # IIIF's grammar, not a schema (docs/iiif.md)
+    image_request = "/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality_format}"
+    assert {"/iiif/3/{image_id}", "/iiif/3/{image_id}/info.json", image_request} <= set(paths)
 
 
 def test_a_bug_answers_500_with_cors(app: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch) -> None:
