@@ -47,6 +47,10 @@ class Target:
     def picture(self, **params: str) -> httpx.Response:
         return self.anonymous.get(self.image["urls"]["image"], params=params)
 
+    def iiif(self, request: str, image_id: str | None = None) -> httpx.Response:
+        """`/iiif/3/{id}/{request}` (the raw path: nothing is re-encoded on the way)."""
+        return self.anonymous.get(f"/iiif/3/{image_id or self.image['id']}/{request}")
+
 
 Check = Callable[[httpx.Response, Target], None]
 
@@ -241,6 +245,27 @@ TABLE = [
     BadInput("if-match with a weak etag", lambda t: t.anonymous.get(t.bitstream_url,
                                                                     headers={"If-Match": f"W/{t.image['etag']}"}),
              412, "precondition_failed"),
+    # IIIF image requests (the stored picture is 48x40): 400 malformed, 404 unknown, 501 not served
+    BadInput("iiif region outside the picture", lambda t: t.iiif("100,100,10,10/max/0/default.png"), 400,
+             "bad_request"),
+    BadInput("iiif zero-width region", lambda t: t.iiif("0,0,0,10/max/0/default.png"), 400, "bad_request"),
+    BadInput("iiif 5000-digit region", lambda t: t.iiif("9" * 5000 + ",0,1,1/max/0/default.png"), 400,
+             "bad_request"),
+    BadInput("iiif percent region of 5000 digits", lambda t: t.iiif("pct:0,0," + "9" * 5000 + ",1/max/0/default.png"),
+             400, "bad_request"),
+    BadInput("iiif upscaling without ^", lambda t: t.iiif("full/4000,/0/default.png"), 400, "bad_request"),
+    BadInput("iiif upscaling past maxArea", lambda t: t.iiif("full/^100000,100000/0/default.png"), 400,
+             "bad_request"),
+    BadInput("iiif negative size", lambda t: t.iiif("full/-5,/0/default.png"), 400, "bad_request"),
+    BadInput("iiif zero size", lambda t: t.iiif("full/0,0/0/default.png"), 400, "bad_request"),
+    BadInput("iiif arbitrary rotation", lambda t: t.iiif("full/max/45/default.png"), 501, "not_implemented"),
+    BadInput("iiif rotation past float range", lambda t: t.iiif("full/max/1e309/default.png"), 400, "bad_request"),
+    BadInput("iiif unknown quality", lambda t: t.iiif("full/max/0/sepia.png"), 400, "bad_request"),
+    BadInput("iiif format not served", lambda t: t.iiif("full/max/0/default.gif"), 501, "not_implemented"),
+    BadInput("iiif unknown format", lambda t: t.iiif("full/max/0/default.exe"), 400, "bad_request"),
+    BadInput("iiif no format", lambda t: t.iiif("full/max/0/default"), 400, "bad_request"),
+    BadInput("iiif unknown image", lambda t: t.iiif("full/max/0/default.png", "0" * 32), 404, "image_not_found"),
+    BadInput("iiif info of a malformed id", lambda t: t.iiif("info.json", "x" * 40), 404, "image_not_found"),
     # methods and origins
     BadInput("put on encode", lambda t: t.writer.put("/encode", content=b"x"), 405, "method_not_allowed"),
     BadInput("preflight from another origin",
