@@ -42,6 +42,7 @@ const view = {
   chart: $("chart"),
   rows: $("layer-rows"),
   facts: $("image-facts"),
+  zoomLink: $("zoom-link"),
 };
 
 const frames = new LayerFrames(view.canvas);
@@ -289,6 +290,8 @@ function showImage(info, original) {
   view.facts.textContent = `${info.width}×${info.height} px · ${info.layers.length} layers · ` +
     `${number.format(info.bytes)} bytes (header ${info.header_bytes}) · ${info.source_format} · id ${info.id}`;
   history.replaceState(null, "", `?id=${info.id}`);
+  view.zoomLink.href = `zoom/${encodeURIComponent(info.id)}`;
+  view.zoomLink.hidden = false;
   updateComparison();
   deliver();
 }

@@ -1,4 +1,4 @@
-"""The viewer's page at `/` (its files are mounted under /static by the app)."""
+"""The viewer's pages: `/` and the deep zoom at `/zoom/{id}` (their files are mounted under /static by the app)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,28 @@ VIEWER_HEADERS = {
 }
 
 
+# OpenSeadragon sets inline style attributes on the elements it builds: the deep-zoom page allows inline
+# styles (never inline scripts).
+ZOOM_HEADERS = {
+    **VIEWER_HEADERS,
+    "Content-Security-Policy": VIEWER_HEADERS["Content-Security-Policy"] + "; style-src 'self' 'unsafe-inline'",
+}
+
+
+def page(service: ServiceDep, name: str, headers: dict[str, str]) -> FileResponse:
+    """One of the viewer's HTML pages with its policy; 404 `viewer_missing` if not installed."""
+    path = service.settings.static_dir / name
+    if not path.is_file():
+        raise ApiError(404, "viewer_missing", f"the viewer (static/{name}) is not installed")
+    return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache", **headers})
+
+
 @router.get("/", response_class=FileResponse, include_in_schema=False)
 async def viewer(service: ServiceDep) -> FileResponse:
-    index = service.settings.static_dir / "index.html"
-    if not index.is_file():
-        raise ApiError(404, "viewer_missing", "the viewer (static/index.html) is not installed")
-    return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-cache", **VIEWER_HEADERS})
+    return page(service, "index.html", VIEWER_HEADERS)
+
+
+@router.get("/zoom/{image_id}", response_class=FileResponse, include_in_schema=False)
+async def deep_zoom(service: ServiceDep, image_id: str) -> FileResponse:
+    """OpenSeadragon over the image's IIIF service; the page itself reports an unknown id."""
+    return page(service, "zoom.html", ZOOM_HEADERS)
