@@ -20,9 +20,10 @@ message, granted one credit at a time. A damaged or truncated layer raises the
 codec's own error after the layers before it have been yielded; the server's
 refusals raise `ServerError` or `StreamClosedError` with the server's words.
 
-One module a concern: `ranges` (HTTP byte ranges), `websocket` (the WebSocket stream), `layers`
-(the layer table and the reconstruction both share), `urls` (an image's URLs), `errors`; the wire
-protocol itself is the `protocol` package. `python -m client fetch URL OUT.png` is the command line.
+One module a concern: `ranges` (HTTP byte ranges), `websocket` (the WebSocket stream), `uploads`
+(POST /encode and its job), `layers` (the layer table and the reconstruction both share), `urls` (an
+image's URLs), `errors`; the wire protocol itself is the `protocol` package. `python -m client fetch
+URL OUT.png` and `python -m client upload SERVER FILE` are the command line.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Command line of the client: fetch an image from a server progressively and decode it here.
+"""Command line of the client: upload a picture, or fetch an image progressively and decode it here.
 
+python -m client upload SERVER FILE [--key K]
 python -m client fetch URL OUT.png [--layers N | --bytes B | --psnr-target DB] [--via range|ws] [--each] [--key K]
 
 Exit status 1 for a server, network or request error, 2 for a codec error (damaged or truncated
@@ -17,6 +18,7 @@ from PIL import Image
 
 from client import Refinement, open_fetch
 from client.errors import ClientError
+from client.uploads import upload
 from codec import CodecError, ScalableCodec, load_model, write_image
 
 
@@ -59,11 +61,34 @@ def fetch_command(model: ScalableCodec, args: argparse.Namespace) -> None:
         print(f"note: no layer reaches {args.psnr_target} dB; this is the last one", file=sys.stderr)
 
 
+def upload_command(args: argparse.Namespace) -> int:
+    """`python -m client upload`: the encode job's progress on stderr, then the image's id and URLs."""
+    path = Path(args.file)
+
+    def progress(job: dict) -> None:
+        done, total = job["progress"]["done"], job["progress"]["total"]
+        print(f"{job['state']}: {done}/{total} tile-layers", file=sys.stderr, flush=True)
+
+    try:
+        info = upload(args.server, path.read_bytes(), path.name, args.key, progress)
+    except ClientError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    base = args.server.rstrip("/")
+    print(f"{info['id']}  {info['width']}x{info['height']}, {len(info['layers'])} layers, {info['bytes']} bytes")
+    print(f"{base}{info['urls']['image']}  (viewer: {base}{info['urls']['viewer']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m client", description="Progressive client of the image service: fetch and decode here."
+        prog="python -m client", description="Progressive client of the image service: upload, fetch and decode here."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("upload", help="upload a picture and follow its encode job until it is stored")
+    p.add_argument("server", help="http://host:port of the service")
+    p.add_argument("file", help="a PNG, JPEG, WebP, TIFF or BMP file")
+    p.add_argument("--key", help="the write key of a server that requires one")
     p = sub.add_parser("fetch", help="fetch an image progressively from a server")
     p.add_argument("url", help="http://host:port/image/ID")
     p.add_argument("output")
@@ -81,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "upload":
+        try:
+            return upload_command(args)
+        except OSError as error:  # FILE cannot be read
+            print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+            return 2
     try:
         model = load_model(args.weights, args.device)
     except CodecError as error:  # the weights are missing or cannot be read
