@@ -15,7 +15,7 @@ from client.errors import ClientError, ProtocolError, ServerError
 from client.ranges import server_error
 from protocol import ENCODE_PATH, JOB_FINAL_STATES
 
-JobProgress = Callable[[dict], None]  # called with the job document at every change
+JobWatcher = Callable[[dict], None]  # called with the job document at every change
 
 
 def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
@@ -33,7 +33,7 @@ def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
 
 
 def upload(
-    server: str, data: bytes, name: str = "image", key: str | None = None, progress: JobProgress | None = None
+    server: str, data: bytes, name: str = "image", key: str | None = None, progress: JobWatcher | None = None
 ) -> dict:
     """Upload `data` to the server at `server` (http://host:port) and wait for it to be stored: the info document."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}

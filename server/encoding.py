@@ -143,10 +143,10 @@ def coded_units(width: int, height: int, model) -> int:
 
 
 # (state, done, total): "running" after every tile's layer, then "verifying"; called on the worker thread
-JobProgress = Callable[[str, int, int], None]
+ProgressReport = Callable[[str, int, int], None]
 
 
-def encode_verified(data: bytes, model, metrics: Metrics, report: JobProgress | None = None) -> Encoded:
+def encode_verified(data: bytes, model, metrics: Metrics, report: ProgressReport | None = None) -> Encoded:
     """Encode every layer, then decode the container as stored and check every layer (worker thread)."""
 
     def progress(state: str, done: int, total: int) -> None:
