@@ -21,8 +21,8 @@ codec's own error after the layers before it have been yielded; the server's
 refusals raise `ServerError` or `StreamClosedError` with the server's words.
 
 One module a concern: `ranges` (HTTP byte ranges), `websocket` (the WebSocket stream), `uploads`
-(POST /encode and its job), `layers` (the layer table and the reconstruction both share), `urls` (an
-image's URLs), `errors`; the wire protocol itself is the `protocol` package. `python -m client fetch
+(POST /encode and its job), `layers` (the remote image and the reconstruction both share), `urls`
+(an image's URLs), `errors`; the wire protocol itself is the `protocol` package. `python -m client fetch
 URL OUT.png` and `python -m client upload SERVER FILE` are the command line.
 """
 
@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from client.errors import ClientError, ProtocolError, ServerError, StreamClosedError
-from client.layers import LayerTable, Refinement
+from client.layers import Refinement, RemoteImage
 from client.ranges import RangeFetch
 from client.urls import ImageLocation, locate
 from client.websocket import CREDIT_WINDOW, WebSocketFetch
@@ -46,7 +46,7 @@ __all__ = [
     "RangeFetch",
     "WebSocketFetch",
     "Refinement",
-    "LayerTable",
+    "RemoteImage",
     "ImageLocation",
     "locate",
     "ClientError",

@@ -1,8 +1,8 @@
-"""The layer table the client plans with, and the reconstruction that turns whole layers into pictures.
+"""The remote image the client plans with, and the reconstruction that turns whole layers into pictures.
 
-Both transports share them: the table comes from the server's info document (or a bare container's
-header), says how many bytes each layer needs and picks the layer to stop at; the reconstruction
-holds the bytes received so far and decodes each whole layer once.
+Both transports share them: the image (from the server's info document or a bare container's header)
+says how many bytes each layer needs and picks the layer to stop at; the reconstruction holds the
+bytes received so far and decodes each whole layer once.
 """
 
 from __future__ import annotations
@@ -15,64 +15,63 @@ from typing import Self
 import numpy as np
 
 from client.errors import ClientError, ProtocolError
-from codec import CodecError, ContainerHeader, Decoder, ModelMismatchError, ScalableCodec
+from codec import CodecError, ContainerHeader, Decoder, LayerEntry, LayerTable, ModelMismatchError, ScalableCodec
 
 
 @dataclass(frozen=True)
-class LayerTable:
-    """What the client knows before any layer arrives: sizes, layer ends and the server's PSNR."""
+class RemoteImage(LayerTable):
+    """The image as the server's info document or a bare container header describes it, before any
+    layer arrives: sizes, the layer table (the codec's `LayerTable` arithmetic) and the server's PSNR."""
 
     width: int
     height: int
     model: str | None
     header_bytes: int
-    ends: tuple[int, ...]
+    layers: tuple[LayerEntry, ...]
     psnr: tuple[float | None, ...]
     etag: str | None = None
 
     @classmethod
-    def from_info(cls, info: object) -> LayerTable:
+    def from_info(cls, info: object) -> RemoteImage:
         if not isinstance(info, dict):
             raise ProtocolError("the info document is not a JSON object")
         try:
             layers = info["layers"]
-            table = cls(
+            image = cls(
                 width=int(info["width"]),
                 height=int(info["height"]),
                 model=str(info["model"]),
                 header_bytes=int(info["header_bytes"]),
-                ends=tuple(int(layer["end"]) for layer in layers),
+                layers=tuple(
+                    LayerEntry(int(layer["index"]), int(layer["offset"]), int(layer["size"]), int(layer["crc32"]))
+                    for layer in layers
+                ),
                 psnr=tuple(None if layer.get("psnr") is None else float(layer["psnr"]) for layer in layers),
                 etag=info.get("etag"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ProtocolError(f"the info document lacks the layer table ({error!r})") from None
-        if not table.ends or list(table.ends) != sorted(table.ends) or table.ends[0] <= table.header_bytes:
+        # Each layer starts where the one before ends (the first at the header's end); the first holds bytes.
+        starts = [image.end_of_layer(n) for n in range(image.layer_count)]
+        if (
+            not image.layers
+            or image.layers[0].size <= 0
+            or any(entry.offset != start or entry.size < 0 for entry, start in zip(image.layers, starts))
+        ):
             raise ProtocolError("the info document's layer table is not in order")
-        return table
+        return image
 
     @classmethod
-    def from_header(cls, header: ContainerHeader, etag: str | None) -> LayerTable:
+    def from_header(cls, header: ContainerHeader, etag: str | None) -> RemoteImage:
         return cls(
             width=header.width,
             height=header.height,
             model=header.model_id.hex(),
             header_bytes=header.header_bytes,
-            ends=tuple(entry.end for entry in header.layers),
+            layers=header.layers,
             psnr=(None,) * header.layer_count,
             etag=etag,
         )
-
-    @property
-    def layer_count(self) -> int:
-        return len(self.ends)
-
-    def end_of_layer(self, n: int) -> int:
-        """Bytes that decode layers 1..n, header included (n = 0: the header)."""
-        return self.ends[n - 1] if n else self.header_bytes
-
-    def bpp(self, n: int) -> float:
-        return self.end_of_layer(n) * 8 / (self.width * self.height)
 
     def target(self, max_layers: int | None, max_bytes: int | None, psnr_target: float | None) -> int:
         """The layer to stop at: at most `max_layers`, the last whole layer within `max_bytes`, or the
@@ -84,9 +83,9 @@ class LayerTable:
                 raise ClientError(f"layers must be within 1..{self.layer_count} for this image")
             return max_layers
         if max_bytes is not None:
-            fitting = sum(1 for end in self.ends if end <= max_bytes)
+            fitting = self.layers_within(max_bytes)
             if fitting == 0:
-                raise ClientError(f"{max_bytes} bytes hold no whole layer: layer 1 needs {self.ends[0]}")
+                raise ClientError(f"{max_bytes} bytes hold no whole layer: layer 1 needs {self.end_of_layer(1)}")
             return fitting
         if psnr_target is not None:
             if any(value is None for value in self.psnr):
@@ -97,8 +96,11 @@ class LayerTable:
 
     def check_header(self, header: ContainerHeader) -> None:
         """The container's own header must describe the same layers as the table the client planned with."""
-        if (header.width, header.height, header.header_bytes) != (self.width, self.height, self.header_bytes) or (
-            tuple(entry.end for entry in header.layers) != self.ends
+        if (header.width, header.height, header.header_bytes, header.layers) != (
+            self.width,
+            self.height,
+            self.header_bytes,
+            self.layers,
         ):
             raise ProtocolError("the container header disagrees with the server's layer table")
 
@@ -132,7 +134,7 @@ class Reconstruction:
 
     def __init__(self, model: ScalableCodec) -> None:
         self.decoder = Decoder(b"", model)
-        self.table: LayerTable | None = None
+        self.table: RemoteImage | None = None
         self.failure: CodecError | None = None
 
     @property
@@ -168,7 +170,7 @@ class Reconstruction:
             yield Refinement(layer, pixels, table.end_of_layer(layer), table.bpp(layer), seconds)
 
 
-def check_model(table: LayerTable, model: ScalableCodec) -> None:
+def check_model(table: RemoteImage, model: ScalableCodec) -> None:
     """The image must have been written by the loaded weights."""
     if table.model is not None and table.model != model.model_id.hex():
         raise ModelMismatchError(

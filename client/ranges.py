@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 
 from client.errors import ClientError, ProtocolError, ServerError
-from client.layers import Fetch, LayerTable, Reconstruction, Refinement, check_model
+from client.layers import Fetch, Reconstruction, Refinement, RemoteImage, check_model
 from client.urls import locate
 from codec import FIXED_HEADER_BYTES, ScalableCodec, TruncatedLayerError, parse_header, required_header_bytes
 from protocol import read_error_body
@@ -81,7 +81,7 @@ class RangeFetch(Fetch):
             self._http.close()
 
     @property
-    def table(self) -> LayerTable:
+    def table(self) -> RemoteImage:
         """The layer table; the first use asks the server for it."""
         if self._held.table is None:
             table = self._discover() if self.location.info is not None else self._discover_from_header()
@@ -104,7 +104,7 @@ class RangeFetch(Fetch):
                 held.feed(chunk)
                 yield from held.refinements(upto)
 
-    def _discover(self) -> LayerTable:
+    def _discover(self) -> RemoteImage:
         assert self.location.info is not None
         try:
             response = self._http.get(self.location.info, headers=self._headers)
@@ -116,17 +116,17 @@ class RangeFetch(Fetch):
             info = response.json()
         except ValueError:
             raise ProtocolError("the info document is not JSON") from None
-        table = LayerTable.from_info(info)
+        table = RemoteImage.from_info(info)
         check_model(table, self.model)
         return table
 
-    def _discover_from_header(self) -> LayerTable:
+    def _discover_from_header(self) -> RemoteImage:
         """A bare container: its fixed header part, then the layer table, through two small ranges."""
         fixed = b"".join(self._ranged(0, FIXED_HEADER_BYTES))
         head = fixed + b"".join(self._ranged(len(fixed), required_header_bytes(fixed)))
         header = parse_header(head)
         self._held.feed(head)  # held only once whole, so a failed discovery can simply be tried again
-        return LayerTable.from_header(header, self._etag)
+        return RemoteImage.from_header(header, self._etag)
 
     def _ranged(self, start: int, end: int) -> Iterator[bytes]:
         """Bytes `start` .. `end - 1` of the bitstream as they arrive: exactly those, or an error.
@@ -158,12 +158,12 @@ class RangeFetch(Fetch):
 
     def _incomplete(self, position: int, why: str) -> str:
         table = self._held.table
-        part = "the header" if table is None else f"layer {sum(1 for e in table.ends if e <= position) + 1}"
+        part = "the header" if table is None else f"layer {table.layers_within(position) + 1}"
         return f"{part} is incomplete: bytes end at {position}; {why}"
 
     def _check_content_range(self, value: str, start: int, end: int) -> None:
         match = _CONTENT_RANGE.match(value.strip())
-        total = self._held.table.ends[-1] if self._held.table is not None else None
+        total = self._held.table.total_bytes if self._held.table is not None else None
         if (
             match is None
             or (int(match[1]), int(match[2])) != (start, end - 1)

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from client.errors import ClientError, ProtocolError, StreamClosedError
-from client.layers import Fetch, LayerTable, Reconstruction, Refinement, check_model
+from client.layers import Fetch, Reconstruction, Refinement, RemoteImage, check_model
 from client.urls import locate
 from codec import ScalableCodec, TruncatedLayerError
 from protocol import PROTOCOL_VERSION
@@ -50,7 +50,7 @@ class WebSocketFetch(Fetch):
         self.model = model
         self.timeout = timeout
         self.window = window
-        self.table: LayerTable | None = None
+        self.table: RemoteImage | None = None
         self.bytes_received = 0
         self._headers = {"Authorization": f"Bearer {key}"} if key else None
         self._started = False
@@ -92,7 +92,7 @@ class WebSocketFetch(Fetch):
         info = self._message(socket)
         if not isinstance(info, dict) or info.get("type") != "info" or info.get("protocol") != PROTOCOL_VERSION:
             raise ProtocolError(f"expected the info message of protocol {PROTOCOL_VERSION}")
-        table = LayerTable.from_info(info)
+        table = RemoteImage.from_info(info)
         check_model(table, self.model)
         self.table = table
         upto = table.target(max_layers, max_bytes, psnr_target)
@@ -106,7 +106,7 @@ class WebSocketFetch(Fetch):
         socket.send(json.dumps({"type": "credit", "layers": granted}))
         for layer in range(1, upto + 1):
             data = self._bitstream(socket)
-            expected = table.end_of_layer(layer) - table.end_of_layer(layer - 1)
+            expected = table.layers[layer - 1].size
             if len(data) < expected:
                 raise TruncatedLayerError(f"layer {layer} arrived with {len(data)} of its {expected} bytes")
             if len(data) > expected:

@@ -2,9 +2,9 @@
 
 The public surface is `__all__`: encode an image (`encode`), decode any layer prefix
 (`Decoder`), load or make the networks (`load_model`, `fresh_model`, `ScalableCodec`), read and
-write pictures, the container (`ContainerHeader`, `parse_header`, ...) and the errors (`CodecError`
-and its kinds). The codec speaks no network protocol; the HTTP and WebSocket client is the
-`client` package.
+write pictures, the container (`ContainerHeader`, the `LayerTable` arithmetic it shares with the
+server and the client, `parse_header`, ...) and the errors (`CodecError` and its kinds). The codec
+speaks no network protocol; the HTTP and WebSocket client is the `client` package.
 
 `import codec` stays light: the errors and the container are plain Python, and the names that
 need torch (the API, the networks, the picture I/O) are imported on first use.
@@ -21,6 +21,7 @@ from codec.container import (
     FIXED_HEADER_BYTES,
     ContainerHeader,
     LayerEntry,
+    LayerTable,
     Tile,
     parse_header,
     required_header_bytes,
@@ -91,6 +92,7 @@ __all__ = [
     # the container
     "ContainerHeader",
     "LayerEntry",
+    "LayerTable",
     "Tile",
     "parse_header",
     "required_header_bytes",

@@ -100,8 +100,44 @@ class LayerEntry:
         return self.offset + self.size
 
 
+class LayerTable:
+    """Where each layer of a layered bitstream ends, and what a prefix of it holds.
+
+    The one home of this arithmetic: the container header, the server's stored image and the
+    client's view of a remote image all describe the same table and inherit it. A subclass
+    provides `layers`, `header_bytes`, `width` and `height` (as fields or properties).
+    """
+
+    layers: tuple[LayerEntry, ...]
+    header_bytes: int
+    width: int
+    height: int
+
+    @property
+    def layer_count(self) -> int:
+        return len(self.layers)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.layers[-1].end if self.layers else self.header_bytes
+
+    def end_of_layer(self, n: int) -> int:
+        """Bytes needed to decode the first `n` layers (n = 0: the header)."""
+        if not 0 <= n <= len(self.layers):
+            raise ValueError(f"layer count {n} outside 0..{len(self.layers)}")
+        return self.layers[n - 1].end if n else self.header_bytes
+
+    def layers_within(self, available_bytes: int) -> int:
+        """How many whole layers the first `available_bytes` bytes hold."""
+        return sum(1 for entry in self.layers if entry.end <= available_bytes)
+
+    def bpp(self, n: int) -> float:
+        """Bits per pixel of the first `n` layers, header included."""
+        return self.end_of_layer(n) * 8 / (self.width * self.height)
+
+
 @dataclass(frozen=True)
-class ContainerHeader:
+class ContainerHeader(LayerTable):
     model_id: bytes
     width: int
     height: int
@@ -114,14 +150,6 @@ class ContainerHeader:
         return header_size(len(self.layers), self.version)
 
     @property
-    def layer_count(self) -> int:
-        return len(self.layers)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.layers[-1].end if self.layers else self.header_bytes
-
-    @property
     def tiles(self) -> tuple[Tile, ...]:
         return tile_grid(self.width, self.height, self.tile_size)
 
@@ -131,16 +159,6 @@ class ContainerHeader:
         if self.version < 2:
             return 0
         return tile_count(self.width, self.height, self.tile_size) * _TILE_ENTRY.size
-
-    def end_of_layer(self, n: int) -> int:
-        """Bytes needed to decode the first `n` layers (n = 0: the header)."""
-        if not 0 <= n <= len(self.layers):
-            raise ValueError(f"layer count {n} outside 0..{len(self.layers)}")
-        return self.layers[n - 1].end if n else self.header_bytes
-
-    def layers_within(self, available_bytes: int) -> int:
-        """How many whole layers the first `available_bytes` bytes hold."""
-        return sum(1 for entry in self.layers if entry.end <= available_bytes)
 
     def to_dict(self) -> dict:
         return {

@@ -187,8 +187,7 @@ def evaluate_image(model: ScalableCodec, path: Path) -> ImageResult:
         started = time.perf_counter()
         decoded = decoder.decode(n)
         decode_seconds.append(time.perf_counter() - started)
-        bpp = header.end_of_layer(n) * 8 / (width * height)
-        points.append(Point(bpp, psnr(pixels, decoded), msssim(pixels, decoded)))
+        points.append(Point(header.bpp(n), psnr(pixels, decoded), msssim(pixels, decoded)))
     return ImageResult(path.name, width, height, points, encode_seconds, decode_seconds)
 
 

@@ -24,7 +24,7 @@ from server.errors import as_api_error
 from server.job_store import FINISHED_JOB_RETENTION_SECONDS, EncodeJob, JobError, SqliteJobStore
 from server.metrics import Metrics
 from server.pool import ModelPool, PoolBusy
-from server.storage import LayerRecord, Storage, StoredImage
+from server.storage import Storage, StoredImage
 
 if TYPE_CHECKING:
     from codec.model import ScalableCodec
@@ -48,15 +48,12 @@ def stored_image(encoded: Encoded, facts: UploadFacts) -> StoredImage:
         width=header.width,
         height=header.height,
         model=header.model_id.hex(),
-        total_bytes=len(encoded.container),
         header_bytes=header.header_bytes,
         sha256=encoded.sha256,
         created=time.time(),
         source_format=facts.format,
-        layers=tuple(
-            LayerRecord(entry.index, entry.offset, entry.size, entry.crc32, quality)
-            for entry, quality in zip(header.layers, encoded.psnr, strict=True)
-        ),
+        layers=header.layers,
+        psnr=encoded.psnr,
     )
 
 

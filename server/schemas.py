@@ -23,6 +23,8 @@ class ErrorBody(BaseModel):
 
 
 class LayerInfo(BaseModel):
+    """The wire form of one `LayerEntry` of the image's layer table, with the table's derived values."""
+
     index: int = Field(description="1-based layer number")
     offset: int = Field(description="first byte of this layer in the bitstream")
     size: int = Field(description="bytes of this layer")
@@ -122,7 +124,6 @@ def _created(timestamp: float) -> str:
 
 
 def info_document(image: StoredImage, root: str = "") -> ImageInfo:
-    pixels = image.width * image.height
     return ImageInfo(
         id=image.id,
         width=image.width,
@@ -140,12 +141,12 @@ def info_document(image: StoredImage, root: str = "") -> ImageInfo:
                 size=layer.size,
                 end=layer.end,
                 bytes=layer.size,
-                cumulative_bytes=layer.end,
-                bpp=round(layer.end * 8 / pixels, 5),
-                psnr=layer.psnr,
+                cumulative_bytes=image.end_of_layer(layer.index),
+                bpp=round(image.bpp(layer.index), 5),
+                psnr=quality,
                 crc32=layer.crc32,
             )
-            for layer in image.layers
+            for layer, quality in zip(image.layers, image.psnr, strict=True)
         ],
         urls=urls(image.id, root),
     )

@@ -24,9 +24,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from codec import LayerEntry, LayerTable
 
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 BLOB_SUFFIX = ".sric"
@@ -61,44 +63,25 @@ def translate_error(error: Exception, action: str) -> StorageError:
 
 
 @dataclass(frozen=True)
-class LayerRecord:
-    """One layer of a stored bitstream; `psnr` (dB) was measured when the upload was verified."""
+class StoredImage(LayerTable):
+    """One index row. `psnr[k]` (dB, None if unmeasured) is layer k+1's, measured when the upload was
+    verified; the layer arithmetic (`end_of_layer`, `total_bytes`, ...) is the codec's `LayerTable`."""
 
-    index: int
-    offset: int
-    size: int
-    crc32: int
-    psnr: float | None = None
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.size
-
-
-@dataclass(frozen=True)
-class StoredImage:
     id: str
     width: int
     height: int
     model: str
-    total_bytes: int
     header_bytes: int
     sha256: str
     created: float
-    layers: tuple[LayerRecord, ...] = field(default_factory=tuple)
+    layers: tuple[LayerEntry, ...]
+    psnr: tuple[float | None, ...]
     source_format: str = ""
 
     @property
     def etag(self) -> str:
         """Strong entity tag: the content never changes, so the content hash is the version."""
         return f'"{self.sha256[:32]}"'
-
-    @property
-    def layer_count(self) -> int:
-        return len(self.layers)
-
-    def end_of_layer(self, n: int) -> int:
-        return self.layers[n - 1].end if n else self.header_bytes
 
 
 class BlobStore(Protocol):
@@ -249,24 +232,31 @@ class SqliteIndex:
             raise StorageError(f"cannot open the index {path}: {error}") from error
 
     def _row(self, row: tuple) -> StoredImage:
-        seq, image_id, created, width, height, model, total, header, sha, source, layers = row
+        """The image of a row; `total_bytes` is not read back, it is the last layer's end."""
+        _seq, image_id, created, width, height, model, _total, header, sha, source, layers = row
+        entries = json.loads(layers)
         return StoredImage(
             id=image_id,
             width=width,
             height=height,
             model=model,
-            total_bytes=total,
             header_bytes=header,
             sha256=sha,
             created=created,
             source_format=source,
-            layers=tuple(LayerRecord(**entry) for entry in json.loads(layers)),
+            layers=tuple(LayerEntry(e["index"], e["offset"], e["size"], e["crc32"]) for e in entries),
+            psnr=tuple(e.get("psnr") for e in entries),
         )
 
     _COLUMNS = "seq, id, created, width, height, model, total_bytes, header_bytes, sha256, source_format, layers"
 
     def insert(self, image: StoredImage) -> None:
-        layers = json.dumps([asdict(layer) for layer in image.layers])
+        layers = json.dumps(
+            [
+                {"index": e.index, "offset": e.offset, "size": e.size, "crc32": e.crc32, "psnr": quality}
+                for e, quality in zip(image.layers, image.psnr, strict=True)
+            ]
+        )
         try:
             with self._lock:
                 self._db.execute(

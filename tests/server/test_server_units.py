@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import threading
 import time
@@ -11,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from codec import LayerEntry
 from server.__main__ import settings_from
 from server.config import Settings
 from server.metrics import Metrics
 from server.pool import ModelPool, PoolBusy
 from server.storage import (
     FileBlobStore,
-    LayerRecord,
     SqliteIndex,
     Storage,
     StorageError,
@@ -33,11 +34,11 @@ def stored(image_id: str, created: float = 0.0) -> StoredImage:
         width=4,
         height=3,
         model="ab" * 16,
-        total_bytes=10,
         header_bytes=4,
         sha256="cd" * 32,
         created=created or time.time(),
-        layers=(LayerRecord(1, 4, 3, 123, 30.5), LayerRecord(2, 7, 3, 456, None)),
+        layers=(LayerEntry(1, 4, 3, 123), LayerEntry(2, 7, 3, 456)),
+        psnr=(30.5, None),
         source_format="PNG",
     )
 
@@ -131,6 +132,22 @@ def test_put_get_read_delete(tmp_path: Path) -> None:
     assert not (tmp_path / "blobs" / "aa" / ("a" * 32 + ".sric")).exists()
     assert storage.get("../../etc/passwd") is None
     storage.close()
+
+
+def test_the_index_keeps_its_row_format(tmp_path: Path) -> None:
+    """Databases written before keep loading: the layers column is JSON rows with their PSNR."""
+    index = SqliteIndex(tmp_path / "index.sqlite3")
+    image = stored("c" * 32)
+    index.insert(image)
+    total, layers = index._db.execute("SELECT total_bytes, layers FROM images").fetchone()
+    assert total == image.total_bytes == 10
+    assert json.loads(layers) == [
+        {"index": 1, "offset": 4, "size": 3, "crc32": 123, "psnr": 30.5},
+        {"index": 2, "offset": 7, "size": 3, "crc32": 456, "psnr": None},
+    ]
+    assert index.get("c" * 32) == image
+    assert (image.end_of_layer(1), image.layers_within(9), image.bpp(2)) == (7, 1, 10 * 8 / 12)
+    index.close()
 
 
 def test_index_survives_reopen_and_pages(tmp_path: Path) -> None:
