@@ -22,6 +22,7 @@ import torch
 from compressai.ans import RansDecoder
 from torch import Tensor
 
+from codec import rans
 from codec.errors import CorruptLayerError
 from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, first_pass_mask, quantized_scale_index
 
@@ -35,50 +36,47 @@ def encode_layer(model: ScalableCodec, image: Tensor, state: RecurrentState) -> 
     latents = model.analyse(image, state)
     side = model.side_information(latents, state)
     side_model = model.side_models[k]
-    side_string = side_model.compress(side)[0]
-    side_hat = side_model.decompress([side_string], side.shape[2:])
+    medians = rans.side_medians(side_model)
+    side_symbols = torch.round(side - medians)
+    side_string = rans.encode(side_symbols, rans.side_indexes(side_model, side.shape), side_model)
+    side_hat = side_symbols + medians
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
     latents = latents.cpu().double()
     if model.context is None:
-        latent_string = model.latent_model.compress(latents, quantized_scale_index(scale_index), means)[0]
+        symbols = torch.round(latents - means)
+        latent_string = rans.encode(symbols, quantized_scale_index(scale_index), model.latent_model)
     else:
         first = first_pass_mask(model.config, latents)
         first_symbols = torch.round(latents - means) * first
         scale_index, means = model.context_parameters(first_symbols, scale_index, means, state, exact_mode=True)
+        symbols = torch.round(latents - means)
         indexes = quantized_scale_index(scale_index)
-        in_passes = [_in_pass_order(t, first) for t in (latents, indexes, means)]
-        latent_string = model.latent_model.compress(*in_passes)[0]
-    model.synthesise(torch.round(latents - means) + means, state)
+        latent_string = rans.encode(_in_pass_order(symbols, first), _in_pass_order(indexes, first), model.latent_model)
+    model.synthesise(symbols + means, state)
     return _SIDE_LENGTH.pack(len(side_string)) + side_string + latent_string
 
 
 def _in_pass_order(values: Tensor, first: Tensor) -> Tensor:
-    """(1, C, h, w) to (1, C*h*w): the first pass, then the rest, each in tensor order."""
+    """(1, C, h, w) to (C*h*w,): the first pass, then the rest, each in tensor order."""
     first = first.expand_as(values)
-    return torch.cat([values[first], values[~first]])[None]
+    return torch.cat([values[first], values[~first]])
 
 
-def _decode_latents(model: ScalableCodec, latent_string: bytes, side_hat: Tensor, state: RecurrentState) -> Tensor:
-    """y_k from its string: one pass, or the frequency context's two passes from one rANS stream."""
+def _decode_symbols(model: ScalableCodec, latent_string: bytes, side_hat: Tensor, state: RecurrentState) -> Tensor:
+    """round(y_k - mean) from its string: one pass, or the frequency context's two passes from one rANS stream.
+
+    Leaves the means in `state.means`."""
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
     if model.context is None:
-        return model.latent_model.decompress([latent_string], quantized_scale_index(scale_index), torch.float64, means)
-    coder = model.latent_model
-    tables = (
-        coder._quantized_cdf.tolist(),
-        coder._cdf_length.reshape(-1).int().tolist(),
-        coder._offset.reshape(-1).int().tolist(),
-    )
+        return rans.decode(latent_string, quantized_scale_index(scale_index), model.latent_model)
     stream = RansDecoder()
     stream.set_stream(latent_string)
     first = first_pass_mask(model.config, scale_index).expand_as(scale_index)
-    symbols = torch.zeros_like(scale_index)
-    indexes = quantized_scale_index(scale_index)
-    symbols[first] = torch.tensor(stream.decode_stream(indexes[first].tolist(), *tables), dtype=torch.float64)
-    scale_index, means = model.context_parameters(symbols, scale_index, means, state, exact_mode=True)
-    indexes = quantized_scale_index(scale_index)
-    symbols[~first] = torch.tensor(stream.decode_stream(indexes[~first].tolist(), *tables), dtype=torch.float64)
-    return symbols + means
+    symbols = torch.zeros(scale_index.shape, dtype=torch.int32)
+    symbols[first] = rans.decode_next(stream, quantized_scale_index(scale_index)[first], model.latent_model)
+    scale_index, _ = model.context_parameters(symbols.double(), scale_index, means, state, exact_mode=True)
+    symbols[~first] = rans.decode_next(stream, quantized_scale_index(scale_index)[~first], model.latent_model)
+    return symbols
 
 
 def symbol_checksum(side_symbols: Tensor, latent_symbols: Tensor) -> int:
@@ -103,15 +101,17 @@ def decode_layer(model: ScalableCodec, payload: bytes, state: RecurrentState) ->
     side_string = payload[_SIDE_LENGTH.size : _SIDE_LENGTH.size + side_length]
     latent_string = payload[_SIDE_LENGTH.size + side_length :]
     height, width = state.reconstruction.shape[-2:]
+    side_model = model.side_models[k]
+    side_shape = (1, model.config.side_channels, height // SIDE_STRIDE, width // SIDE_STRIDE)
     try:
-        side_hat = model.side_models[k].decompress([side_string], (height // SIDE_STRIDE, width // SIDE_STRIDE))
-        latents_hat = _decode_latents(model, latent_string, side_hat, state)
+        side_symbols = rans.decode(side_string, rans.side_indexes(side_model, side_shape), side_model)
+        medians = rans.side_medians(side_model).cpu()
+        side_hat = side_symbols.to(medians.dtype) + medians
+        latent_symbols = _decode_symbols(model, latent_string, side_hat, state)
     except (RuntimeError, ValueError, OverflowError) as error:
         raise CorruptLayerError(f"layer {k + 1} does not decode: {error}") from error
-    medians = model.side_models[k].quantiles[:, 0, 1].detach().double()[None, :, None, None]
-    checksum = symbol_checksum(torch.round(side_hat.double() - medians), torch.round(latents_hat - state.means))
-    model.synthesise(latents_hat, state)
-    return checksum
+    model.synthesise(latent_symbols.double() + state.means, state)
+    return symbol_checksum(side_symbols, latent_symbols)
 
 
 def to_pixels(reconstruction: Tensor, height: int, width: int) -> Tensor:

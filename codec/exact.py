@@ -64,9 +64,23 @@ class ExactConv2d(nn.Conv2d):
             raise ValueError("too many terms per output for exact float64 sums")
 
     def forward(self, x: Tensor, exact: bool = False) -> Tensor:  # type: ignore[override]
-        weight = to_grid(self.weight, WEIGHT_BITS, WEIGHT_LIMIT, exact)
-        bias = to_grid(self.bias, WEIGHT_BITS, WEIGHT_LIMIT, exact)
         if exact:
             # float64 on the CPU: GPU libraries may pick inexact algorithms
-            weight, bias, x = weight.cpu().double(), bias.cpu().double(), x.cpu().double()
+            weight, bias = self._exact_parameters()
+            return activation(F.conv2d(x.cpu().double(), weight, bias, padding=self.padding), exact)
+        weight = to_grid(self.weight, WEIGHT_BITS, WEIGHT_LIMIT, exact)
+        bias = to_grid(self.bias, WEIGHT_BITS, WEIGHT_LIMIT, exact)
         return activation(F.conv2d(x, weight, bias, padding=self.padding), exact)
+
+    def _exact_parameters(self) -> tuple[Tensor, Tensor]:
+        """The weights on the grid in float64 on the CPU, snapped once per change of the weights:
+        decoding calls every layer's convolutions once per tile and layer."""
+        version = (self.weight.data_ptr(), self.weight._version, self.bias.data_ptr(), self.bias._version)
+        cached = self.__dict__.get("_exact_cache")
+        if cached is None or cached[0] != version:
+            with torch.no_grad():
+                weight = to_grid(self.weight, WEIGHT_BITS, WEIGHT_LIMIT, True).cpu().double()
+                bias = to_grid(self.bias, WEIGHT_BITS, WEIGHT_LIMIT, True).cpu().double()
+            cached = (version, weight, bias)
+            self.__dict__["_exact_cache"] = cached
+        return cached[1], cached[2]
