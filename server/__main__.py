@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
         format="%(levelname)s:     %(name)s: %(message)s",
     )
+    if settings.log_level not in ("debug", "trace"):  # not "Found credentials in environment variables." each start
+        logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
     weights = settings.weights
     if weights is None:
         from codec.api import default_weights_path
@@ -129,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    from server.storage import Storage, StorageError
+    from server.storage import StorageError
+    from server.storage_factory import open_storage
 
-    try:
-        Storage.local(settings.data_dir).close()
+    try:  # the data directory, and the bucket when blob_url names one
+        open_storage(settings).close()
     except StorageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
 
     from codec.errors import CodecError

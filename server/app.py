@@ -33,7 +33,8 @@ from server.metrics import MetricsMiddleware
 from server.pool import ModelPool, PoolBusy
 from server.routers import ROUTERS, viewer
 from server.service import Service
-from server.storage import Storage, StorageError
+from server.storage import StorageError
+from server.storage_factory import describe, open_storage
 
 if TYPE_CHECKING:
     from codec.model import ScalableCodec
@@ -93,11 +94,11 @@ def _load(service: Service) -> None:
         model.config.layers,
         service.device,
     )
-    storage = Storage.local(settings.data_dir)
+    storage = open_storage(settings)
     swept = storage.sweep()
     if swept:
-        log.info("removed %d orphaned files from %s", swept, settings.data_dir)
-    log.info("data in %s: %d images", settings.data_dir.resolve(), storage.count())
+        log.info("removed %d orphaned blobs from %s", swept, settings.blob_url or settings.data_dir)
+    log.info("data in %s: %d images", describe(settings), storage.count())
     service.storage = storage
 
 

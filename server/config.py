@@ -5,6 +5,7 @@ Every field is documented in docs/server.md; keep that table in step with this c
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "CODEC_SERVER_"
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rules for new bucket names
 
 
 def default_static_dir() -> Path:
@@ -21,6 +23,23 @@ def default_static_dir() -> Path:
     beside = Path(__file__).resolve().parent.parent / "static"
     installed = Path(sys.prefix) / "share" / "scalable-rnn-codec" / "static"
     return beside if beside.is_dir() or not installed.is_dir() else installed
+
+
+def parse_blob_url(url: str) -> tuple[str, str]:
+    """`s3://bucket[/prefix]` -> (bucket, prefix without surrounding slashes); ValueError when malformed."""
+    form = "expected s3://bucket or s3://bucket/prefix"
+    if not url.startswith("s3://"):
+        raise ValueError(f"{form}, got {url!r}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not BUCKET_PATTERN.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(f"{form}: {bucket!r} is no bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+    prefix = prefix.strip("/")
+    if prefix and (
+        any(part in ("", ".", "..") for part in prefix.split("/"))
+        or any(c in "?#\\" or not c.isprintable() or c.isspace() for c in prefix)
+    ):
+        raise ValueError(f"{form}: the prefix {prefix!r} has an empty, '.' or '..' part, or a space, ?, # or \\")
+    return bucket, prefix
 
 
 class Settings(BaseSettings):
@@ -32,6 +51,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     data_dir: Path = Field(Path("data"), description="bitstreams and the SQLite index live here")
+    blob_url: str = Field("", description="s3://bucket[/prefix]: bitstreams in S3; empty: DATA_DIR/blobs")
+    s3_endpoint: str = Field("", description="endpoint of an S3-compatible service; empty: AWS")
     weights: Path | None = Field(None, description="weights file; default: $CODEC_WEIGHTS or weights/codec.pt")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
@@ -90,6 +111,23 @@ class Settings(BaseSettings):
             return value.strip() or None
         return value
 
+    @field_validator("blob_url")
+    @classmethod
+    def _blob_url(cls, value: str) -> str:
+        """Empty (or blank, as docker-compose passes an unset variable) is the local blob directory."""
+        value = value.strip()
+        if value:
+            parse_blob_url(value)
+        return value
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"https?://[^/?#\s]+/?", value):
+            raise ValueError(f"expected http(s)://host[:port], got {value!r}")
+        return value.rstrip("/")
+
     @field_validator("cors_origins", "allowed_formats", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -110,4 +148,10 @@ class Settings(BaseSettings):
     def _pages(self) -> Settings:
         if self.list_page_size > self.list_max_page_size:
             raise ValueError("list_page_size must not exceed list_max_page_size")
+        return self
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> Settings:
+        if self.s3_endpoint and not self.blob_url:
+            raise ValueError("s3_endpoint is set but blob_url is not: set blob_url to s3://bucket[/prefix]")
         return self
