@@ -1,25 +1,51 @@
 """Loopback processes for benchmarks and tests: a free port, start, wait until ready, stop.
 
-The one launcher of `python -m server` (and of the alternatives bench/ measures
-beside it); tests/harness.py, bench/service.py and bench/soak.py all start
-their processes through `launch`.
+The one launcher of `python -m server` and of the static file servers bench/ measures
+beside it (Starlette's StaticFiles, nginx); tests/harness.py, bench/service_measure.py
+and bench/soak.py all start their processes through `launch`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 240.0  # the machine may be shared with a training run: start-up can be slow
+STATIC_DIR_ENV = "BENCH_STATIC_DIR"
+NGINX_CONFIG = """\
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    types {{ image/png png; application/octet-stream sric; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {static};
+    }}
+}}
+"""
 
 
 def free_port() -> int:
@@ -82,3 +108,95 @@ def stop(process: subprocess.Popen, timeout: float = 30.0) -> int:
             process.kill()
             process.wait(10)
     return process.returncode
+
+
+@dataclass
+class Running:
+    """A server process on a loopback port."""
+
+    name: str
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def rss(self) -> int:
+        import psutil  # only the benchmarks read it; the test harness starts servers without it
+
+        return psutil.Process(self.process.pid).memory_info().rss
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def start(
+    name: str, command_for: Callable[[int], list[str]], root: Path, probe: str, env: dict[str, str] | None = None
+) -> Running:
+    """Start the command that listens on the given port, and wait until `probe` answers 200.
+
+    Its log goes to `root`/`name`.log; `env` is added to this process's environment.
+    """
+    log_path = root / f"{name}.log"
+    try:
+        process, port = launch(command_for, log_path, {**os.environ, **(env or {})}, probe)
+    except RuntimeError as error:
+        raise RuntimeError(f"{name} {error}") from None
+    return Running(name, process, port, log_path)
+
+
+def static_files_app():
+    """Starlette's StaticFiles alone (`uvicorn --factory`): the same bytes, no application logic."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    return Starlette(routes=[Mount("/", StaticFiles(directory=os.environ[STATIC_DIR_ENV]))])
+
+
+def start_starlette(root: Path, static: Path, probe: str) -> Running:
+    """The files of `static` served by `static_files_app` under uvicorn: the service's stack without the service."""
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "--factory", "bench.processes:static_files_app", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+
+    return start("starlette", command, root, probe, {STATIC_DIR_ENV: str(static)})
+
+
+def _nginx() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+
+
+def start_nginx(root: Path, static: Path, probe: str) -> Running | None:
+    """nginx with one worker and sendfile serving `static`, or None when it is not installed."""
+    nginx = _nginx()
+    if nginx is None:
+        return None
+    home = root / "nginx"
+    home.mkdir()
+    for folder in (root, static):  # nginx's worker runs as nobody when started by root
+        folder.chmod(0o755)
+
+    def command(port: int) -> list[str]:
+        config = home / "nginx.conf"
+        config.write_text(NGINX_CONFIG.format(root=home, port=port, static=static))
+        return [nginx, "-p", str(home), "-c", str(config), "-e", str(home / "error.log")]
+
+    return start("nginx", command, root, probe)
+
+
+def nginx_version() -> str:
+    try:
+        answer = subprocess.run([_nginx() or "nginx", "-v"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "not installed"
+    return answer.stderr.strip().removeprefix("nginx version: nginx/")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import codec as codec_bench
-from bench import report
+from bench import codec_measure, codec_report, report
 from bench import service as service_bench
 from tests.harness import make_image
 
@@ -70,7 +70,7 @@ def test_codec_benchmark_measures_every_codec_and_writes_its_sections(
         assert heading in text
     assert "failed" not in text
     assert "training run (`python -m codec train`)" in text
-    (ours,) = rows(text, codec_bench.ours_name())
+    (ours,) = rows(text, codec_report.ours_name())
     (jpeg2000,) = rows(text, "JPEG 2000, 6 quality layers")
     (bmshj,) = rows(text, row_name(text, "bmshj2018-hyperprior q1"))
     for row in (ours, jpeg2000, bmshj):
@@ -159,7 +159,7 @@ def test_profile_summary_attributes_samples_to_call_sites_and_leaves() -> None:
             "<module> (run.py:3);load_model (codec/api.py:100) 50",
         ]
     )
-    summary = codec_bench.summarise_profile(raw)
-    assert summary["encode"]["samples"] == 40 and summary["decode"]["samples"] == 4
-    assert summary["encode"]["sites"] == [(("codec/coding.py", 29), 30), (("codec/coding.py", 34), 10)]
-    assert summary["decode"]["leaves"] == [("decompress (compressai/entropy_models.py:9)", 4)]
+    summary = codec_measure.summarise_profile(raw)
+    assert summary["encode"].samples == 40 and summary["decode"].samples == 4
+    assert summary["encode"].sites == [(("codec/coding.py", 29), 30), (("codec/coding.py", 34), 10)]
+    assert summary["decode"].leaves == [("decompress (compressai/entropy_models.py:9)", 4)]
