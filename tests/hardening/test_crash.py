@@ -1,6 +1,7 @@
-"""SIGKILL in the middle of an encode, then a restart on the same data directory: every earlier image is
-listed and byte-identical, and nothing of the interrupted upload (nor any other crash leftover) is
-listed or served."""
+"""SIGKILL in the middle of an encode, and at each step of storing its bitstream (the blob write, the
+rename, the index insert), then a restart on the same data directory: every earlier image is listed
+and byte-identical, and nothing of the interrupted upload (nor any other crash leftover) is listed or
+served."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.harness import WRITE_KEY, RunningServer, ServerFactory, make_image, upload
 
@@ -87,5 +89,39 @@ def test_kill_9_during_an_encode_loses_nothing(server_factory: ServerFactory, tm
         for document, _ in after.values():
             assert http.get(document["urls"]["image"]).status_code == 200
         assert upload(http, make_image(24, 16, seed=9)).status_code == 201  # and it takes new work
+    assert "Traceback" not in second.log()
+    second.stop()
+
+
+CRASH_POINTS = Path(__file__).resolve().parent / "crash_points"
+
+
+@pytest.mark.parametrize("step", ["blob-write", "rename", "index-insert"])
+def test_kill_9_at_each_storage_step_loses_nothing(server_factory: ServerFactory, tmp_path: Path, step: str) -> None:
+    data_dir = tmp_path / "data"
+    first = server_factory.start(ENV, data_dir=data_dir)
+    with httpx.Client(base_url=first.url, timeout=120, headers=AUTH) as http:
+        for seed in range(2):
+            assert upload(http, make_image(40 + 8 * seed, 32, seed=seed)).status_code == 201
+        before = snapshot(http)
+    first.stop()
+    blobs_before = set((data_dir / "blobs").rglob("*"))
+
+    path = os.pathsep.join(filter(None, [str(CRASH_POINTS), os.environ.get("PYTHONPATH", "")]))
+    crashing = server_factory.start({**ENV, "PYTHONPATH": path, "CODEC_TEST_CRASH_AT": step}, data_dir=data_dir)
+    with httpx.Client(base_url=crashing.url, timeout=120, headers=AUTH) as http:
+        with pytest.raises(httpx.TransportError):
+            upload(http, make_image(48, 40, seed=7))
+    assert crashing.process.wait(30) == -signal.SIGKILL
+    left = {path.name for path in set((data_dir / "blobs").rglob("*")) - blobs_before if path.is_file()}
+    expected_suffix = ".partial" if step in ("blob-write", "rename") else ".sric"
+    assert len(left) == 1 and next(iter(left)).endswith(expected_suffix), left  # the crash came at that step
+
+    second = server_factory.start(ENV, data_dir=data_dir)
+    with httpx.Client(base_url=second.url, timeout=120, headers=AUTH) as http:
+        assert snapshot(http) == before
+        orphan = next(iter(left)).split(".")[0]
+        assert http.get(f"/image/{orphan}/info").status_code == 404
+        assert upload(http, make_image(24, 16, seed=9)).status_code == 201
     assert "Traceback" not in second.log()
     second.stop()
