@@ -37,7 +37,7 @@ def _crashing_fsync(descriptor: int) -> None:
         _die()
 
 
-def _crashing_replace(source, destination, **kwargs) -> None:  # noqa: ANN001: os.replace's own signature
+def _crashing_replace(source: str | os.PathLike, destination: str | os.PathLike, **kwargs: object) -> None:
     if _STEP == "rename" and str(destination).endswith(".sric"):
         _die()
     _replace(source, destination, **kwargs)
