@@ -111,10 +111,9 @@ def stop(process: subprocess.Popen, timeout: float = 30.0) -> int:
 
 
 @dataclass
-class Running:
-    """A server process on a loopback port."""
+class LoopbackServer:
+    """A server process on a loopback port: the part the benchmarks and tests/harness.py share."""
 
-    name: str
     process: subprocess.Popen
     port: int
     log_path: Path
@@ -127,13 +126,27 @@ class Running:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        return stop(self.process, timeout)
+
+
+@dataclass
+class Running(LoopbackServer):
+    """A benchmarked server, named in the report."""
+
+    name: str = ""
+
     def rss(self) -> int:
         import psutil  # only the benchmarks read it; the test harness starts servers without it
 
         return psutil.Process(self.process.pid).memory_info().rss
-
-    def stop(self) -> None:
-        stop(self.process)
 
 
 def start(
@@ -148,7 +161,7 @@ def start(
         process, port = launch(command_for, log_path, {**os.environ, **(env or {})}, probe)
     except RuntimeError as error:
         raise RuntimeError(f"{name} {error}") from None
-    return Running(name, process, port, log_path)
+    return Running(process, port, log_path, name)
 
 
 def static_files_app():

@@ -23,7 +23,6 @@ import io
 import os
 import re
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,27 +64,11 @@ def make_image(width: int, height: int, format: str = "PNG", noise: bool = False
 
 
 @dataclass
-class RunningServer:
-    process: subprocess.Popen
-    port: int
-    data_dir: Path
-    log_path: Path
+class RunningServer(processes.LoopbackServer):
+    """`python -m server` as a test started it, with its data directory and environment."""
+
+    data_dir: Path = Path()
     env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def metric(self, name: str, labels: str = "", default: float | None = None) -> float:
         """One sample of /metrics, e.g. metric("codec_server_cache_total", 'cache="picture",result="hit"').
@@ -100,9 +83,6 @@ class RunningServer:
         if default is None:
             raise LookupError(f"no sample {sample} in /metrics")
         return default
-
-    def stop(self, timeout: float = 30.0) -> int:
-        return processes.stop(self.process, timeout)
 
 
 class ServerFactory:
@@ -122,7 +102,7 @@ class ServerFactory:
         process, port = processes.launch(
             lambda port: processes.server_command(port, data_dir, self.weights, *args), log_path, environment
         )
-        server = RunningServer(process, port, data_dir, log_path, env or {})
+        server = RunningServer(process, port, log_path, data_dir, env or {})
         self.running.append(server)
         return server
 
