@@ -1,4 +1,5 @@
-"""`python -m server`: parse flags (which override CODEC_SERVER_* variables), then run uvicorn."""
+"""`python -m server [serve|migrate]`: parse flags (which override CODEC_SERVER_* variables), then run
+uvicorn (`serve`, the default) or apply the PostgreSQL index's schema migrations and exit (`migrate`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m server",
         description=f"Progressive-decoding image service. Every setting also reads {ENV_PREFIX}<NAME>; "
         "flags win over the environment. See docs/server.md.",
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("serve", "migrate"),
+        default="serve",
+        help="serve (default): run the service; migrate: apply the schema migrations of the PostgreSQL index "
+        f"({ENV_PREFIX}INDEX_URL) and exit (serve applies them at start-up too)",
     )
     parser.add_argument("--host", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 8000)")
@@ -102,10 +111,31 @@ def bounded_http_protocol(max_header_bytes: int, max_headers: int) -> type:
 
 def settings_from(argv: list[str] | None) -> Settings:
     args = vars(build_parser().parse_args(argv))
+    args.pop("command")
     return Settings(**{name: value for name, value in args.items() if value is not None})
 
 
+def migrate(settings: Settings) -> int:
+    """`python -m server migrate`: one line on stdout (the versions applied), or one error line and 2."""
+    url = settings.index_url.get_secret_value()
+    if not url:
+        print(f"error: migrate needs a PostgreSQL index: set {ENV_PREFIX}INDEX_URL", file=sys.stderr)
+        return 2
+    from server.postgres import MIGRATIONS, redacted, run_migrations
+    from server.storage import StorageError
+
+    try:
+        applied = run_migrations(url)
+    except StorageError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to apply"
+    print(f"index at {redacted(url)}: schema version {len(MIGRATIONS)} ({done})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    command = build_parser().parse_args(argv).command
     try:
         settings = settings_from(argv)
     except ValidationError as error:
@@ -118,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if settings.log_level not in ("debug", "trace"):  # not "Found credentials in environment variables." each start
         logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
+    if command == "migrate":
+        return migrate(settings)
     weights = settings.weights
     if weights is None:
         from codec.api import default_weights_path
@@ -134,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from server.storage import StorageError
     from server.storage_factory import open_storage
 
-    try:  # the data directory, and the bucket when blob_url names one
+    try:  # the data directory, the bucket when blob_url names one, the database (migrated) when index_url does
         open_storage(settings).close()
     except StorageError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)

@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +43,17 @@ def parse_blob_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def parse_index_url(url: str) -> None:
+    """ValueError unless `url` is postgresql://[user[:password]@]host[:port]/database (or postgres://)."""
+    form = "expected postgresql://user:password@host:port/database"
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"{form}, got a URL with another scheme")  # (no echo: it may hold a password)
+    try:
+        urlsplit(url).port  # noqa: B018 (a port that is no number raises ValueError)
+    except ValueError:
+        raise ValueError(f"{form}: the port is not a number") from None
+
+
 class Settings(BaseSettings):
     """One instance configures one app; `create_app(settings)` never reads the environment itself."""
 
@@ -53,6 +65,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="bitstreams and the SQLite index live here")
     blob_url: str = Field("", description="s3://bucket[/prefix]: bitstreams in S3; empty: DATA_DIR/blobs")
     s3_endpoint: str = Field("", description="endpoint of an S3-compatible service; empty: AWS")
+    index_url: SecretStr = Field(
+        SecretStr(""), description="postgresql://user:pass@host:port/db: the image index there; empty: SQLite"
+    )
     weights: Path | None = Field(None, description="weights file; default: $CODEC_WEIGHTS or weights/codec.pt")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU")
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
@@ -119,6 +134,15 @@ class Settings(BaseSettings):
         if value:
             parse_blob_url(value)
         return value
+
+    @field_validator("index_url")
+    @classmethod
+    def _index_url(cls, value: SecretStr) -> SecretStr:
+        """Empty (or blank) is the SQLite index in DATA_DIR; else a PostgreSQL URL (it holds a password: secret)."""
+        url = value.get_secret_value().strip()
+        if url:
+            parse_index_url(url)
+        return SecretStr(url)
 
     @field_validator("s3_endpoint")
     @classmethod
