@@ -7,10 +7,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from server.config import ENV_PREFIX, Settings
+
+if TYPE_CHECKING:
+    from codec import ScalableCodec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=("serve", "migrate"),
+        choices=("serve", "migrate", "worker"),
         default="serve",
         help="serve (default): run the service; migrate: apply the schema migrations of the PostgreSQL index "
-        f"({ENV_PREFIX}INDEX_URL) and exit (serve applies them at start-up too)",
+        f"({ENV_PREFIX}INDEX_URL) and exit (serve applies them at start-up too); worker: run encode jobs from "
+        "the queue in that database, with no HTTP listener",
     )
     parser.add_argument("--host", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 8000)")
@@ -134,6 +139,25 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
+def work(settings: Settings, model: ScalableCodec) -> int:
+    """`python -m server worker`: serve the job queue until SIGTERM or SIGINT."""
+    import asyncio
+
+    from server.job_queue import PostgresJobQueue
+    from server.postgres import PostgresIndex
+    from server.storage_factory import open_storage
+    from server.worker import run_worker
+
+    storage = open_storage(settings)
+    try:
+        assert isinstance(storage.index, PostgresIndex)  # index_url is set
+        queue = PostgresJobQueue(storage.index.pool, settings.job_lease_seconds)
+        asyncio.run(run_worker(settings, model, storage, queue))
+    finally:
+        storage.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     command = build_parser().parse_args(argv).command
     try:
@@ -150,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
     if command == "migrate":
         return migrate(settings)
+    if command == "worker" and not settings.index_url.get_secret_value():
+        print(f"error: a worker takes its jobs from a PostgreSQL index: set {ENV_PREFIX}INDEX_URL", file=sys.stderr)
+        return 2
     weights = settings.weights
     if weights is None:
         from codec.api import default_weights_path
@@ -180,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CodecError, DeviceUnavailable) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    if command == "worker":
+        return work(settings, codec[0])
 
     import socket
 

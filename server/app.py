@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -28,13 +29,14 @@ from server.decoders import Reconstructions
 from server.deps import get_service, require_write
 from server.encode_jobs import EncodeJobs
 from server.errors import as_api_error, error_body, error_response
-from server.job_store import SqliteJobStore
+from server.job_queue import open_job_store
 from server.metrics import MetricsMiddleware
 from server.pool import ModelPool, PoolBusy
 from server.routers import ROUTERS, viewer
 from server.service import Service
 from server.storage import StorageError
 from server.storage_factory import describe, open_storage
+from server.worker import worker_name
 
 if TYPE_CHECKING:
     from codec.model import ScalableCodec
@@ -153,7 +155,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redact_uvicorn_logs()  # here, not in create_app: uvicorn configures its loggers after create_app
     try:
         await run_in_threadpool(_load, service)
-        job_store = await run_in_threadpool(SqliteJobStore, settings.data_dir / JOB_STORE_FILE)
+        assert service.storage is not None
+        job_store = await run_in_threadpool(
+            open_job_store, service.storage, settings.data_dir / JOB_STORE_FILE, settings.job_lease_seconds
+        )
     except (CodecError, StorageError, DeviceUnavailable) as error:  # a clear line in the log, then uvicorn exits
         log.error("cannot start: %s", error)
         raise
@@ -172,11 +177,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         job_store, service.model, service.storage, service.pool, service.reconstructions, service.metrics
     )
     await run_in_threadpool(service.encode_jobs.recover)
+    stop_claiming = asyncio.Event()
+    claiming = None
+    if service.encode_jobs.queue is not None and settings.claim_jobs:  # its model workers take queued jobs too
+        claiming = asyncio.create_task(service.encode_jobs.serve_queue(worker_name(), stop_claiming))
     try:
         yield
     finally:
         pool, storage, jobs = service.pool, service.storage, service.encode_jobs
         service.model = service.pool = service.reconstructions = service.encode_jobs = None
+        stop_claiming.set()
+        if claiming is not None:
+            await claiming
         pool.shutdown()
         await jobs.drain()
         job_store.close()

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
 
     # model work
     workers: int = Field(1, ge=1, le=64, description="threads running model jobs")
+    claim_jobs: bool = Field(
+        True, description="with a PostgreSQL index: this server's model workers take queued encode jobs too"
+    )
+    job_lease_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a queued job's worker that stops renewing for this long is taken for dead"
+    )
     queue_size: int = Field(8, ge=0, le=10_000, description="jobs that may wait for a worker; more: 429")
     retry_after: int = Field(2, ge=1, description="seconds, in Retry-After of a 429")
 

@@ -7,11 +7,17 @@ which pollers read with `get` and event streams follow with `watch`. When the
 encode is verified, the image is stored under the storage visibility rule and
 the job is done; any failure ends it failed with the status, code and message
 the upload would have answered.
+
+With a job queue (`server.job_queue`, the index on PostgreSQL) `start` only
+records the job and its upload; `serve_queue`, in every process with a model,
+claims queued jobs and runs them the same way, whichever process accepted them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -21,10 +27,11 @@ from typing import TYPE_CHECKING
 from server.decoders import Reconstructions
 from server.encoding import Encoded, UploadFacts, encode_verified
 from server.errors import as_api_error
+from server.job_queue import ClaimedJob, PostgresJobQueue
 from server.job_store import FINISHED_JOB_RETENTION_SECONDS, EncodeJob, JobError, SqliteJobStore
 from server.metrics import Metrics
 from server.pool import ModelPool, PoolBusy
-from server.storage import Storage, StoredImage
+from server.storage import Storage, StorageError, StoredImage
 
 if TYPE_CHECKING:
     from codec.model import ScalableCodec
@@ -32,8 +39,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.jobs")
 
 STORE_POLL_SECONDS = 1.0  # how often `watch` rereads a job that this process does not run
+QUEUE_POLL_SECONDS = 0.5  # how often an idle worker looks for a queued job
+QUEUE_LIMIT = 1000  # queued jobs beyond which an upload is refused (429), as a full pool is
 INTERRUPTED = JobError(503, "interrupted", "the server stopped while this job ran; upload the image again")
 INTERNAL = JobError(500, "internal_error", "internal server error")
+
+
+class LeaseLost(Exception):
+    """Another worker took over the job: this one stops and keeps nothing."""
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -73,14 +86,15 @@ class EncodeJobs:
 
     def __init__(
         self,
-        store: SqliteJobStore,
+        store: SqliteJobStore | PostgresJobQueue,
         model: ScalableCodec,
         storage: Storage,
         pool: ModelPool,
-        reconstructions: Reconstructions,
+        reconstructions: Reconstructions | None,
         metrics: Metrics,
     ) -> None:
         self.store = store
+        self.queue = store if isinstance(store, PostgresJobQueue) else None
         self.model = model
         self.storage = storage
         self.pool = pool
@@ -94,6 +108,8 @@ class EncodeJobs:
         """At start-up: jobs of a process that died read as failed; old finished jobs are pruned."""
         now = time.time()
         self.store.prune(now - FINISHED_JOB_RETENTION_SECONDS)
+        if self.queue is not None:
+            return 0  # other processes' jobs: their leases decide, not this start
         failed = self.store.fail_unfinished(INTERRUPTED, now)
         if failed:
             log.warning("%d encode jobs were cut off by the last stop; they read as failed", failed)
@@ -108,6 +124,10 @@ class EncodeJobs:
         """
         now = time.time()
         job = EncodeJob(secrets.token_hex(16), "queued", 0, total, now, now)
+        if self.queue is not None:
+            if not await asyncio.to_thread(self.queue.enqueue, job, data, facts, QUEUE_LIMIT):
+                raise PoolBusy(self.pool.retry_after)
+            return job
         await asyncio.to_thread(self.store.save, job)
         loop = asyncio.get_running_loop()
 
@@ -132,7 +152,8 @@ class EncodeJobs:
             with self.metrics.stage("encode", "store"):
                 await asyncio.to_thread(self.storage.put, image, encoded.container)
             self.metrics.images_encoded.inc()
-            self.reconstructions.adopt(image, encoded.decoder)
+            if self.reconstructions is not None:
+                self.reconstructions.adopt(image, encoded.decoder)
             job = self._live[job_id]
             final = job.moved("done", time.time(), done=job.total, image_id=image.id)
         except BaseException as error:  # noqa: BLE001 - every failure ends the job visibly
@@ -158,7 +179,7 @@ class EncodeJobs:
             return
         moved = job.moved(state, time.time(), done=done, total=total)
         self._publish(moved)
-        if state != job.state:  # state changes are recorded; progress within a state is not
+        if state != job.state and self.queue is None:  # recorded; in a queue the heartbeat records progress
             task = asyncio.create_task(asyncio.to_thread(self.store.save, moved))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -170,10 +191,89 @@ class EncodeJobs:
         if previous is not None:
             previous.set()
 
-    async def drain(self) -> None:
-        """At shutdown, after the pool: let every job record how it ended (interrupted if it never ran)."""
+    async def serve_queue(self, worker: str, stop: asyncio.Event) -> None:
+        """Claim queued jobs while this process has an idle model worker, until `stop` is set."""
+        assert self.queue is not None
+        while not stop.is_set():
+            claimed = None
+            if self.pool.admitted < self.pool.workers:
+                try:
+                    claimed = await asyncio.to_thread(self.queue.claim, worker)
+                except StorageError as error:
+                    log.warning("cannot read the job queue: %s", error)
+            if claimed is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(QUEUE_POLL_SECONDS):
+                        await stop.wait()
+                continue
+            log.info("encode job %s: attempt %d on %s", claimed.job.id, claimed.attempt, worker)
+            task = asyncio.create_task(self._run_claimed(claimed, worker))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_claimed(self, claimed: ClaimedJob, worker: str) -> None:
+        """Run a job from the queue under its lease; store the image only while the lease holds."""
+        assert self.queue is not None
+        queue, job_id = self.queue, claimed.job.id
+        self._publish(claimed.job)
+        loop = asyncio.get_running_loop()
+
+        def report(state: str, done: int, total: int) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(self._progress, job_id, state, done, total)
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(queue.heartbeat_seconds)
+                live = self._live[job_id]
+                if not await asyncio.to_thread(queue.renew, claimed, worker, live.state, live.done, live.total):
+                    raise LeaseLost(job_id)
+
+        beating = asyncio.create_task(heartbeat())
+        image = None
+        try:
+            work = asyncio.ensure_future(
+                self.pool.run(lambda: encode_verified(claimed.upload, self.model, self.metrics, report), wait=60.0)
+            )
+            await asyncio.wait({work, beating}, return_when=asyncio.FIRST_COMPLETED)
+            if beating.done():
+                work.cancel()
+                beating.result()  # raises LeaseLost, or why the heartbeat failed
+            encoded = work.result()
+            image = stored_image(encoded, claimed.facts)
+            with self.metrics.stage("encode", "store"):
+                await asyncio.to_thread(self.storage.put, image, encoded.container)
+            if self.reconstructions is not None:
+                self.reconstructions.adopt(image, encoded.decoder)
+            final = self._live[job_id].moved("done", time.time(), done=self._live[job_id].total, image_id=image.id)
+        except LeaseLost:
+            log.warning("encode job %s: the lease was lost; another worker has it", job_id)
+            final = None
+        except Exception as error:  # noqa: BLE001 - every failure ends the job visibly
+            final = self._live[job_id].moved("failed", time.time(), error=job_error(error))
+        finally:
+            beating.cancel()
+        if final is not None:
+            try:
+                recorded = await asyncio.to_thread(queue.finish, claimed, worker, final)
+            except StorageError as error:  # the lease runs out, and another worker takes the job again
+                log.warning("encode job %s: cannot record its end (%s)", job_id, error)
+                recorded = False
+            if not recorded:
+                log.warning("encode job %s: not recorded as its lease holder; its result is discarded", job_id)
+                final = None
+        if final is None and image is not None:
+            with contextlib.suppress(StorageError):  # else an orphan, which sweep() removes
+                await asyncio.to_thread(self.storage.delete, image.id)  # another worker stores its own
+        if final is not None and final.state == "done":
+            self.metrics.images_encoded.inc()
+        self._publish(final or dataclasses.replace(self._live[job_id], state="queued"))
+        self._live.pop(job_id, None)
+        self._changed.pop(job_id, None)
+
+    async def drain(self, timeout: float | None = 10.0) -> None:
+        """At shutdown: let every job record how it ended (interrupted if it never ran)."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=10.0)
+            await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def get(self, job_id: str) -> EncodeJob | None:
         if job_id in self._live:

@@ -48,6 +48,29 @@ MIGRATIONS: tuple[str, ...] = (
         layers JSONB NOT NULL
     )
     """,
+    # 2: encode jobs and their queue (server.job_queue): the job row, the upload while it waits or runs,
+    # and the lease of the worker that runs it
+    """
+    CREATE TABLE encode_jobs (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        done INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        updated DOUBLE PRECISION NOT NULL,
+        image_id TEXT,
+        error_status INTEGER,
+        error_code TEXT,
+        error_message TEXT,
+        upload BYTEA,
+        facts JSONB,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        lease_until DOUBLE PRECISION
+    )
+    """,
+    # 3: the jobs a worker may claim, oldest first
+    "CREATE INDEX encode_jobs_waiting ON encode_jobs (created) WHERE upload IS NOT NULL",
 )
 
 _COLUMNS = "seq, id, created, width, height, model, total_bytes, header_bytes, sha256, source_format, layers"
@@ -139,6 +162,11 @@ class PostgresIndex:
             open=False,
         )
         self._pool.open(wait=False)
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The connections, shared with the job queue (server.job_queue), which lives in the same database."""
+        return self._pool
 
     @staticmethod
     def _row(row: tuple) -> StoredImage:

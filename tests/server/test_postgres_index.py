@@ -412,7 +412,7 @@ def test_two_servers_share_one_index_and_one_bucket(
             assert via_a.get(document["urls"]["info"]).status_code == 404
             assert via_a.get(document["urls"]["bitstream"]).status_code == 404
         for running in (a, b):
-            assert (running.data_dir / "jobs.sqlite").exists()  # the job stores stay local
+            assert not (running.data_dir / "jobs.sqlite").exists()  # jobs are in the database too
             assert not (running.data_dir / "index.sqlite3").exists()
             running.stop()
             assert "Traceback" not in running.log()
