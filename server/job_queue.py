@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from protocol import JOB_FINAL_STATES
 from server.encoding import UploadFacts
-from server.job_store import EncodeJob, JobError, SqliteJobStore
+from server.job_store import EncodeJob, SqliteJobStore, job_columns, job_from_columns
 from server.postgres import PostgresIndex
 from server.storage import Storage, StorageError
 
@@ -43,12 +43,6 @@ class ClaimedJob:
     upload: bytes
     facts: UploadFacts
     attempt: int
-
-
-def _job(row: tuple) -> EncodeJob:
-    job_id, state, done, total, created, updated, image_id, status, code, message = row
-    error = JobError(status, code, message) if code is not None else None
-    return EncodeJob(job_id, state, done, total, created, updated, image_id, error)
 
 
 class PostgresJobQueue:
@@ -74,31 +68,18 @@ class PostgresJobQueue:
 
     def save(self, job: EncodeJob) -> None:
         """Record a final state (or any state of a job run outside the queue); clears the upload once final."""
-        error = job.error
         self._run(
             f"INSERT INTO encode_jobs ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, done = EXCLUDED.done, total = EXCLUDED.total,"
             " updated = EXCLUDED.updated, image_id = EXCLUDED.image_id, error_status = EXCLUDED.error_status,"
             " error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,"
             " upload = CASE WHEN EXCLUDED.state = ANY(%s) THEN NULL ELSE encode_jobs.upload END",
-            (
-                job.id,
-                job.state,
-                job.done,
-                job.total,
-                job.created,
-                job.updated,
-                job.image_id,
-                error.status if error else None,
-                error.code if error else None,
-                error.message if error else None,
-                list(JOB_FINAL_STATES),
-            ),
+            (*job_columns(job), list(JOB_FINAL_STATES)),
         )
 
     def get(self, job_id: str) -> EncodeJob | None:
         rows = self._run(f"SELECT {_COLUMNS} FROM encode_jobs WHERE id = %s", (job_id,))
-        return _job(rows[0]) if rows else None
+        return job_from_columns(rows[0]) if rows else None
 
     def prune(self, before: float) -> int:
         rows = self._run(
@@ -158,7 +139,7 @@ class PostgresJobQueue:
                 raise StorageError("storage cannot read the job queue") from error
             assert row is not None
             facts = row[11]
-            return ClaimedJob(_job(row[:10]), bytes(row[10]), UploadFacts(**facts), row[12])
+            return ClaimedJob(job_from_columns(row[:10]), bytes(row[10]), UploadFacts(**facts), row[12])
 
     def renew(self, claimed: ClaimedJob, worker: str, state: str, done: int, total: int) -> bool:
         """Extend the lease and record the progress; False if the lease was lost (another worker has the job)."""
@@ -171,23 +152,12 @@ class PostgresJobQueue:
 
     def finish(self, claimed: ClaimedJob, worker: str, job: EncodeJob) -> bool:
         """Record the final state if this worker still holds the lease; False if it was lost."""
-        error = job.error
+        columns = job_columns(job)  # state, done, total, then image_id and the error
         rows = self._run(
             f"UPDATE encode_jobs SET state = %s, done = %s, total = %s, updated = {NOW}, image_id = %s,"
             " error_status = %s, error_code = %s, error_message = %s, upload = NULL, lease_until = NULL"
             " WHERE id = %s AND worker = %s AND attempts = %s AND upload IS NOT NULL RETURNING id",
-            (
-                job.state,
-                job.done,
-                job.total,
-                job.image_id,
-                error.status if error else None,
-                error.code if error else None,
-                error.message if error else None,
-                job.id,
-                worker,
-                claimed.attempt,
-            ),
+            (*columns[1:4], *columns[6:], job.id, worker, claimed.attempt),
         )
         return bool(rows)
 

@@ -65,6 +65,30 @@ class EncodeJob:
         return replace(self, state=state, updated=now, **changes)
 
 
+def job_columns(job: EncodeJob) -> tuple:
+    """The ten columns every job store keeps, in order: id, state, done, total, created, updated, image_id,
+    error_status, error_code, error_message."""
+    error = job.error
+    return (
+        job.id,
+        job.state,
+        job.done,
+        job.total,
+        job.created,
+        job.updated,
+        job.image_id,
+        error.status if error else None,
+        error.code if error else None,
+        error.message if error else None,
+    )
+
+
+def job_from_columns(row: tuple) -> EncodeJob:
+    job_id, state, done, total, created, updated, image_id, status, code, message = row
+    error = JobError(status, code, message) if code is not None else None
+    return EncodeJob(job_id, state, done, total, created, updated, image_id, error)
+
+
 class SqliteJobStore:
     """Jobs in one SQLite file (WAL), one connection behind a lock, like the image index."""
 
@@ -85,30 +109,13 @@ class SqliteJobStore:
             raise translate_error(error, "record the encode job") from error
 
     def save(self, job: EncodeJob) -> None:
-        error = job.error
-        self._execute(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.id,
-                job.state,
-                job.done,
-                job.total,
-                job.created,
-                job.updated,
-                job.image_id,
-                error.status if error else None,
-                error.code if error else None,
-                error.message if error else None,
-            ),
-        )
+        self._execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", job_columns(job))
 
     def get(self, job_id: str) -> EncodeJob | None:
         rows = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             return None
-        job_id, state, done, total, created, updated, image_id, status, code, message = rows[0]
-        error = JobError(status, code, message) if code is not None else None
-        return EncodeJob(job_id, state, done, total, created, updated, image_id, error)
+        return job_from_columns(rows[0])
 
     def fail_unfinished(self, error: JobError, now: float) -> int:
         """Mark every job that was queued or running when its process died as failed; how many."""
