@@ -1,6 +1,6 @@
 """Loopback processes for benchmarks and tests: a free port, start, wait until ready, stop.
 
-The one launcher of `python -m server` and of the static file servers bench/ measures
+The one launcher of `python -m server`, its encode workers, and of the static file servers bench/ measures
 beside it (Starlette's StaticFiles, nginx); tests/harness.py, bench/service_measure.py
 and bench/soak.py all start their processes through `launch`.
 """
@@ -98,6 +98,24 @@ def launch(
         time.sleep(0.2)
 
 
+def start_worker(data_dir: Path, env: dict[str, str], log_path: Path, weights: Path | None) -> subprocess.Popen:
+    """`python -m server worker` (no HTTP listener), once its log says it waits for jobs."""
+    weights_args = ["--weights", str(weights)] if weights is not None else []
+    command = [sys.executable, "-m", "server", "worker", "--data-dir", str(data_dir), *weights_args]
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            command, cwd=REPO, env=server_environment({**env, "CODEC_SERVER_LOG_LEVEL": "info"}),
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + READY_TIMEOUT
+    while "waiting for encode jobs" not in log_path.read_text(errors="replace"):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            stop(worker)
+            raise RuntimeError(f"the worker did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.2)
+    return worker
+
+
 def stop(process: subprocess.Popen, timeout: float = 30.0) -> int:
     """SIGTERM, then SIGKILL if it does not end within `timeout`; the exit status."""
     if process.poll() is None:
@@ -185,13 +203,13 @@ def start_starlette(root: Path, static: Path, probe: str) -> Running:
     return start("starlette", command, root, probe, {STATIC_DIR_ENV: str(static)})
 
 
-def _nginx() -> str | None:
+def nginx_binary() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
 
 def start_nginx(root: Path, static: Path, probe: str) -> Running | None:
     """nginx with one worker and sendfile serving `static`, or None when it is not installed."""
-    nginx = _nginx()
+    nginx = nginx_binary()
     if nginx is None:
         return None
     home = root / "nginx"
@@ -209,7 +227,7 @@ def start_nginx(root: Path, static: Path, probe: str) -> Running | None:
 
 def nginx_version() -> str:
     try:
-        answer = subprocess.run([_nginx() or "nginx", "-v"], capture_output=True, text=True, timeout=10)
+        answer = subprocess.run([nginx_binary() or "nginx", "-v"], capture_output=True, text=True, timeout=10)
     except OSError:
         return "not installed"
     return answer.stderr.strip().removeprefix("nginx version: nginx/")

@@ -151,7 +151,7 @@ def measure_in_process(path: Path, threads: int, weights: str | None) -> InProce
     return InProcess(encode_seconds, seconds[0], further, sum(seconds))
 
 
-def _uploader(url: str, pictures: list[tuple[str, bytes]]) -> Callable[[httpx.AsyncClient], object]:
+def uploader(url: str, pictures: list[tuple[str, bytes]]) -> Callable[[httpx.AsyncClient], object]:
     """A `send` that posts the pictures in turn to /encode with the write key."""
     turn = iter(range(1 << 62))
 
@@ -166,7 +166,7 @@ def _uploader(url: str, pictures: list[tuple[str, bytes]]) -> Callable[[httpx.As
     return send
 
 
-def _getter(url: str, headers: dict[str, str] | None = None) -> Callable[[httpx.AsyncClient], object]:
+def getter(url: str, headers: dict[str, str] | None = None) -> Callable[[httpx.AsyncClient], object]:
     return lambda client: client.get(url, headers=headers)
 
 
@@ -210,7 +210,7 @@ async def measure(plan: Plan, root: Path) -> Figures:
 async def upload_one_by_one(service: Running, pictures: list[tuple[str, bytes]], reference: InProcess) -> Figures:
     """Upload every picture in turn; the first becomes the image that the read phases ask for."""
     print("bench.service: uploads one by one", file=sys.stderr)
-    send = _uploader(service.url, pictures)
+    send = uploader(service.url, pictures)
     infos, sequential = [], []
     for name, _ in pictures:
         answer = (await burst(send, 1))[0]
@@ -232,7 +232,7 @@ async def uncached_phases(service: Running, figures: Figures, plan: Plan) -> Non
         for concurrency in plan.uncached_concurrency:
             print(f"bench.service: uncached pictures, {concurrency} client(s)", file=sys.stderr)
             result = await http_load(
-                _getter(f"{service.url}/image/{stored.id}?layers={layers}"), concurrency=concurrency,
+                getter(f"{service.url}/image/{stored.id}?layers={layers}"), concurrency=concurrency,
                 duration=plan.duration, expect=200, warm_up=False,
             )  # fmt: skip
             request = f"picture, uncached (`?layers={layers}`, no decoder kept)"
@@ -280,7 +280,7 @@ async def http_phases(service: Running, alternatives: list[Running], figures: Fi
         picture_urls += [(ALTERNATIVE_NAMES[a.name], f"{a.url}/{PICTURE_FILE}") for a in alternatives]
         for server, url in picture_urls:
             result = await http_load(
-                _getter(url), concurrency=concurrency, duration=plan.duration, expect=200,
+                getter(url), concurrency=concurrency, duration=plan.duration, expect=200,
                 expect_bytes=stored.picture_bytes,
             )  # fmt: skip
             figures.http.append(HttpRow(f"picture, cached (`?layers={stored.layers}`)", server, concurrency, result))
@@ -288,7 +288,7 @@ async def http_phases(service: Running, alternatives: list[Running], figures: Fi
         range_urls += [(ALTERNATIVE_NAMES[a.name], f"{a.url}/{BITSTREAM_FILE}") for a in alternatives]
         for server, url in range_urls:
             result = await http_load(
-                _getter(url, first_layer), concurrency=concurrency, duration=plan.duration, expect=206,
+                getter(url, first_layer), concurrency=concurrency, duration=plan.duration, expect=206,
                 expect_bytes=stored.first_end,
             )  # fmt: skip
             figures.http.append(HttpRow("bitstream `Range` (header + layer 1)", server, concurrency, result))
@@ -310,7 +310,7 @@ async def stream_phases(service: Running, alternative: Running, figures: Figures
 
 
 async def upload_phases(service: Running, pictures: list[tuple[str, bytes]], figures: Figures, plan: Plan) -> None:
-    send = _uploader(service.url, pictures)
+    send = uploader(service.url, pictures)
     for concurrency in plan.uploads:
         print(f"bench.service: uploads, {concurrency} client(s)", file=sys.stderr)
         result = await http_load(

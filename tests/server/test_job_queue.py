@@ -18,22 +18,15 @@ import psycopg
 import pytest
 
 from bench import processes
+from bench.engines import Postgres
 from server.encoding import UploadFacts
 from server.job_queue import MAX_ATTEMPTS, PostgresJobQueue
 from server.job_store import EncodeJob
 from server.postgres import PostgresIndex
 from tests.harness import WRITE_KEY, ServerFactory, make_image
-from tests.server.test_postgres_index import Postgres, remove, start_postgres
 
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 FACTS = UploadFacts("PNG", 64, 48)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = start_postgres()
-    yield server
-    remove(server)
 
 
 @pytest.fixture
@@ -102,20 +95,6 @@ def test_a_full_queue_refuses(queue: PostgresJobQueue) -> None:
     assert queue.get(queued(2).id) is None
 
 
-def start_worker(data_dir: Path, env: dict[str, str], log_path: Path, weights: Path) -> subprocess.Popen:
-    """`python -m server worker`, once it logs that it waits for jobs."""
-    command = [sys.executable, "-m", "server", "worker", "--data-dir", str(data_dir), "--weights", str(weights)]
-    environment = processes.server_environment({**env, "CODEC_SERVER_LOG_LEVEL": "info"})
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(command, cwd=processes.REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while "waiting for encode jobs" not in log_path.read_text(errors="replace"):
-        assert worker.poll() is None, log_path.read_text(errors="replace")
-        assert time.monotonic() < deadline, "the worker never started"
-        time.sleep(0.2)
-    return worker
-
-
 def job_row(url: str, job_id: str) -> tuple:
     with psycopg.connect(url) as connection:
         return connection.execute("SELECT state, worker, attempts FROM encode_jobs WHERE id = %s", (job_id,)).fetchone()
@@ -132,7 +111,7 @@ def test_a_worker_killed_mid_encode_hands_the_job_to_another(
         "CODEC_SERVER_JOB_LEASE_SECONDS": "3",
     }
     api = server_factory.start({**env, "CODEC_SERVER_CLAIM_JOBS": "false"}, data_dir=data_dir)
-    first = start_worker(data_dir, env, tmp_path / "worker1.log", weights_path)
+    first = processes.start_worker(data_dir, env, tmp_path / "worker1.log", weights_path)
     second = None
     try:
         with httpx.Client(base_url=api.url, timeout=60, headers=AUTH) as http:
@@ -149,7 +128,7 @@ def test_a_worker_killed_mid_encode_hands_the_job_to_another(
             assert job_row(url, job["id"])[1].endswith(f":{first.pid}")
             first.send_signal(signal.SIGKILL)
             assert first.wait(30) == -signal.SIGKILL
-            second = start_worker(data_dir, env, tmp_path / "worker2.log", weights_path)
+            second = processes.start_worker(data_dir, env, tmp_path / "worker2.log", weights_path)
             deadline = time.monotonic() + 300
             while (document := http.get(job["urls"]["job"]).json())["state"] not in ("done", "failed"):
                 assert time.monotonic() < deadline, document

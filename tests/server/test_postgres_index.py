@@ -1,29 +1,19 @@
-"""`PostgresIndex` (server/postgres.py) against a real PostgreSQL that these tests start themselves: `initdb`
-into a temporary directory (owned by an unprivileged user when the tests run as root, since PostgreSQL
-refuses root), `pg_ctl start` on a free loopback port, password authentication (scram-sha-256) on.
+"""`PostgresIndex` (server/postgres.py) against a real PostgreSQL that these tests start themselves
+(bench/engines.py, the fixture of tests/server/conftest.py).
 
 The ImageIndex contract runs over both `SqliteIndex` and `PostgresIndex`; then migrations, an outage
 (PostgreSQL stopped under a running server, then started again), start-up errors of `python -m server`,
 and two real servers that share one PostgreSQL index and one S3 bucket (moto).
-
-Missing PostgreSQL binaries fail the tests (scripts/ensure-system-packages installs them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
-import os
-import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,112 +22,16 @@ import pytest
 from websockets.sync.client import connect
 
 from bench import processes
+from bench.engines import BUCKET, PASSWORD, Postgres, remove, start_moto, start_postgres
 from server.config import Settings
 from server.postgres import MIGRATIONS, PostgresIndex, run_migrations
 from server.storage import SqliteIndex, StorageError
 from server.storage_factory import open_storage
 from tests.harness import REPO, WRITE_KEY, ServerFactory, make_image, upload
-from tests.server.test_s3_blobs import BUCKET, start_moto
 from tests.server.test_server_units import stored
 
-SUPERUSER = "codec"
-PASSWORD = "codec-test-password"
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 QUICK = 8.0  # seconds within which a stopped PostgreSQL must have become a StorageError (pool timeout 3 s)
-
-
-def postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).parent
-    pytest.fail(
-        "PostgreSQL binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH: "
-        "run scripts/ensure-system-packages (installs the Debian package postgresql)"
-    )
-
-
-def as_owner(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, run it as the postgres (else nobody) user."""
-    if os.geteuid() != 0:
-        return command
-    return ["runuser", "-u", owner().pw_name, "--", *command]
-
-
-def owner() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid())
-    for name in ("postgres", "nobody"):
-        with contextlib.suppress(KeyError):
-            return pwd.getpwnam(name)
-    raise RuntimeError("no unprivileged user to run PostgreSQL as")
-
-
-@dataclass
-class Postgres:
-    root: Path
-    port: int
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    def url(self, database: str = "postgres", password: str = PASSWORD, user: str = SUPERUSER) -> str:
-        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
-
-    def pg_ctl(self, *args: str) -> None:
-        command = [str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), *args]
-        result = subprocess.run(as_owner(command), capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            log = (self.root / "log").read_text(errors="replace") if (self.root / "log").exists() else ""
-            raise RuntimeError(f"pg_ctl {' '.join(args)}: {result.stdout}{result.stderr}\n{log}")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self.pg_ctl("-w", "-t", "60", "-o", options, "start")
-
-    def stop(self) -> None:
-        self.pg_ctl("-w", "-m", "fast", "stop")
-
-    def database(self) -> str:
-        """A new empty database; its URL."""
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url(), autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-
-def start_postgres() -> Postgres:
-    binaries = postgres_bin()
-    root = Path(tempfile.mkdtemp(prefix="codec-pg-"))  # in /tmp, reachable by the unprivileged user
-    user = owner()
-    os.chown(root, user.pw_uid, user.pw_gid)
-    password_file = root / "password"
-    password_file.write_text(PASSWORD + "\n")
-    os.chown(password_file, user.pw_uid, user.pw_gid)
-    initdb = [str(binaries / "initdb"), "-D", str(root / "data"), "-U", SUPERUSER, "-A", "scram-sha-256"]
-    initdb += [f"--pwfile={password_file}", "--no-sync", "-E", "UTF8", "--no-locale"]
-    result = subprocess.run(as_owner(initdb), capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"initdb failed: {result.stdout}{result.stderr}")
-    server = Postgres(root, processes.free_port())
-    server.start()
-    return server
-
-
-def remove(server: Postgres) -> None:
-    with contextlib.suppress(RuntimeError):
-        server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = start_postgres()
-    yield server
-    remove(server)
 
 
 # the ImageIndex contract, over both indexes
@@ -368,20 +262,26 @@ def test_postgres_down_is_a_quick_storage_error_then_recovers(server_factory: Se
 # two servers, one PostgreSQL index, one bucket
 
 
-def test_two_servers_share_one_index_and_one_bucket(
-    postgres: Postgres, server_factory: ServerFactory, tmp_path: Path
+def test_a_cluster_of_two_servers_and_a_worker(
+    postgres: Postgres, server_factory: ServerFactory, weights_path: Path, tmp_path: Path
 ) -> None:
+    """The cluster on loopback: API servers A and B that do not encode, one `python -m server worker`, one
+    PostgreSQL index and job queue, one S3 bucket. Upload through A, read through B, delete through B."""
     moto = start_moto(tmp_path, authenticate=False)
+    worker = None
     try:
+        url = postgres.database()
         env = {
             "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
-            "CODEC_SERVER_INDEX_URL": postgres.database(),
+            "CODEC_SERVER_INDEX_URL": url,
             "CODEC_SERVER_BLOB_URL": f"s3://{BUCKET}/shared",
             "CODEC_SERVER_S3_ENDPOINT": moto.url,
+            "CODEC_SERVER_CLAIM_JOBS": "false",
             **moto.aws_env(),
         }
         a = server_factory.start(env, data_dir=tmp_path / "a")
         b = server_factory.start(env, data_dir=tmp_path / "b")
+        worker = processes.start_worker(tmp_path / "w", env, tmp_path / "worker.log", weights_path)
         with (
             httpx.Client(base_url=a.url, timeout=120, headers=AUTH) as via_a,
             httpx.Client(base_url=b.url, timeout=120, headers=AUTH) as via_b,
@@ -411,10 +311,16 @@ def test_two_servers_share_one_index_and_one_bucket(
             assert via_b.delete(f"/image/{image_id}").status_code == 204
             assert via_a.get(document["urls"]["info"]).status_code == 404
             assert via_a.get(document["urls"]["bitstream"]).status_code == 404
+        with psycopg.connect(url) as connection:
+            (encoded_by,) = connection.execute("SELECT worker FROM encode_jobs").fetchone()
+        assert encoded_by.endswith(f":{worker.pid}")  # neither API server encoded
         for running in (a, b):
             assert not (running.data_dir / "jobs.sqlite").exists()  # jobs are in the database too
             assert not (running.data_dir / "index.sqlite3").exists()
             running.stop()
             assert "Traceback" not in running.log()
+        assert processes.stop(worker) == 0 and "Traceback" not in (tmp_path / "worker.log").read_text()
     finally:
+        if worker is not None:
+            processes.stop(worker)
         moto.stop()

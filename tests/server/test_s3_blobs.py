@@ -1,5 +1,5 @@
 """`S3BlobStore` (server/s3.py) against a real S3 API: `moto_server` (moto[server], the test extras) as a
-subprocess on a free loopback port, started here.
+subprocess on a free loopback port (bench/engines.py, the fixture of tests/server/conftest.py).
 
 The shared moto checks credentials (IAM authentication on: its first unauthenticated requests create a
 user, its policy and its key, which every test then uses), so wrong credentials fail as they do on AWS.
@@ -11,33 +11,27 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from bench import processes
+from bench.engines import BUCKET, REGION, Moto, start_moto
 from server.config import Settings, parse_blob_url
 from server.s3 import S3BlobStore
 from server.storage import ORPHAN_GRACE_SECONDS, FileBlobStore, StorageError
 from server.storage_factory import open_storage
 from tests.harness import REPO, WRITE_KEY, ServerFactory, make_image, upload
 
-BUCKET = "codec-blobs"
-REGION = "us-east-1"
-BOOT_ACTIONS = 3  # requests moto serves before it checks credentials: create_user, put_user_policy, create_access_key
-ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 READ_ONLY = {
     "Version": "2012-10-17",
     # AWS authorizes HeadBucket with s3:ListBucket; moto asks for an action of that name
@@ -46,98 +40,6 @@ READ_ONLY = {
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 SOME_KEY = boto3.Session(aws_access_key_id="some", aws_secret_access_key="key", region_name=REGION)
 QUICK = 6.0  # seconds within which a dead S3 must have become a StorageError
-
-
-@dataclass
-class Moto:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-    access_key: str = "testing"
-    secret_key: str = "testing"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def session(self, access_key: str | None = None, secret_key: str | None = None) -> boto3.Session:
-        return boto3.Session(
-            aws_access_key_id=access_key or self.access_key,
-            aws_secret_access_key=secret_key or self.secret_key,
-            region_name=REGION,
-        )
-
-    def client(self, service: str = "s3", **keys: str):  # type: ignore[no-untyped-def]
-        config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
-        return self.session(**keys).client(service, endpoint_url=self.url, config=config)
-
-    def aws_env(self, secret_key: str | None = None) -> dict[str, str]:
-        """The AWS variables of a `python -m server` that uses this moto."""
-        return {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": secret_key or self.secret_key,
-            "AWS_DEFAULT_REGION": REGION,
-        }
-
-    def log(self) -> str:
-        """Its request log, one werkzeug line a request, without the colour codes."""
-        return re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
-
-    def stop(self) -> None:
-        processes.stop(self.process, 10)
-
-
-def start_moto(root: Path, authenticate: bool) -> Moto:
-    port = processes.free_port()
-    log_path = root / f"moto-{port}.log"
-    env = dict(os.environ)
-    if authenticate:
-        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(BOOT_ACTIONS)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    moto = Moto(process, port, log_path)
-    deadline = time.monotonic() + 120
-    while True:  # a TCP connect, not a request: every request before the key exists spends a boot action
-        if process.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {process.returncode}:\n{moto.log()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                moto.stop()
-                raise RuntimeError(f"moto_server not listening after 120 s:\n{moto.log()}") from None
-            time.sleep(0.1)
-    if authenticate:
-        iam = moto.client("iam", access_key="bootstrap", secret_key="bootstrap")
-        iam.create_user(UserName="codec")
-        iam.put_user_policy(UserName="codec", PolicyName="all", PolicyDocument=json.dumps(ALLOW_ALL))
-        key = iam.create_access_key(UserName="codec")["AccessKey"]
-        moto.access_key, moto.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
-    moto.client().create_bucket(Bucket=BUCKET)
-    return moto
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    with pytest.MonkeyPatch.context() as patch:
-        # only the credentials the tests give: no profile, no config file, no instance metadata of this host
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-            patch.delenv(name, raising=False)
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            patch.delenv(name, raising=False)
-        root = tmp_path_factory.mktemp("moto")
-        patch.setenv("AWS_CONFIG_FILE", str(root / "no-config"))
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(root / "no-credentials"))
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        server = start_moto(root, authenticate=True)
-        yield server
-        server.stop()
 
 
 @pytest.fixture

@@ -206,28 +206,6 @@ def test_full_disk_maps_to_storage_full(tmp_path: Path, monkeypatch: pytest.Monk
     storage.close()
 
 
-def test_stored_images_are_immutable(tmp_path: Path) -> None:
-    storage = Storage.local(tmp_path)
-    storage.put(stored("f" * 32), b"one")
-    with pytest.raises(StorageError):
-        storage.put(stored("f" * 32), b"two")
-    assert storage.read(storage.get("f" * 32)) == b"one"
-    storage.close()
-
-
-def test_index_failure_removes_the_new_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    storage = Storage.local(tmp_path)
-
-    def refuse(image: StoredImage) -> None:
-        raise StorageError("index is read-only")
-
-    monkeypatch.setattr(storage.index, "insert", refuse)
-    with pytest.raises(StorageError):
-        storage.put(stored("9" * 32), b"data")
-    assert list((tmp_path / "blobs").rglob("*.sric")) == []
-    storage.close()
-
-
 def test_blob_store_rejects_bad_keys(tmp_path: Path) -> None:
     blobs = FileBlobStore(tmp_path)
     with pytest.raises(KeyError):
