@@ -1,4 +1,4 @@
-"""Both benchmarks run end to end on a tiny configuration and write reports with every section.
+"""The benchmarks run end to end on a tiny configuration and write reports with every section.
 
 Benchmarks are not tests: nothing here looks at how fast anything was, only that each command
 measured every configuration and wrote its figures where bench/README.md says it does.
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import cluster as cluster_bench
 from bench import codec as codec_bench
 from bench import codec_measure, codec_report, report
 from bench import service as service_bench
@@ -163,3 +164,27 @@ def test_profile_summary_attributes_samples_to_call_sites_and_leaves() -> None:
     assert summary["encode"].samples == 40 and summary["decode"].samples == 4
     assert summary["encode"].sites == [(("codec/coding.py", 29), 30), (("codec/coding.py", 34), 10)]
     assert summary["decode"].leaves == [("decompress (compressai/entropy_models.py:9)", 4)]
+
+
+def test_cluster_benchmark_measures_both_fronts_and_both_bursts(
+    tmp_path: Path, tiny_images: Path, weights_path: Path
+) -> None:
+    results, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    cluster_bench.main(
+        [
+            "--images", str(tiny_images), "--uploads", "2", "--duration", "0.3", "--concurrency", "2",
+            "--workers", "1", "2", "--weights", str(weights_path), "--results", str(results), "--readme", str(readme),
+        ]
+    )  # fmt: skip
+    text = results.read_text()
+    for heading in ("## Cluster (scale-out on loopback)", "### A burst of uploads spread over the workers"):
+        assert heading in text
+    for request in ("picture, cached (`?layers=6`)", "bitstream `Range` (header + layer 1)"):
+        (row,) = rows(text, request)
+        assert all(float(rate) > 0 for rate in row[2:5]) and row[7] == "0", row  # three fronts, no errors
+    bursts = section(text, "### A burst of uploads spread over the workers")
+    for workers in ("1", "2"):
+        (row,) = rows(bursts, workers)
+        assert row[1] == "2" and row[5] == "2× 201", row
+        assert sum(int(n) for n in row[4].split(" + ")) == 2, row  # every job done by some worker
+    assert "nginx → 2 API servers" in readme.read_text()
