@@ -89,13 +89,14 @@ only queue them, and each worker claims the oldest waiting job whenever its mode
 {burst_table(figures)}
 ### What the 2-core machine bounds
 
-Two cores carry the load generator, nginx, both API servers, PostgreSQL and moto at once, so a second
-API process cannot add cores, only a second event loop on the same two: the figures say what a second
-process buys on one small host (Python's per-process work on a request overlaps better), not how the
-cluster scales across hosts, where each API server brings its own cores. The same holds for encode
-workers: each encode is compute-bound (bench/RESULTS.md, codec section), so two workers at one thread
-each can at best use both cores, and the API servers and the engines take their share. moto is a
-Python server, slower than MinIO or S3; it bounds the `Range` rows, which read S3 on every request.
+Two cores carry the load generator (one Python process), nginx, both API servers, PostgreSQL and moto
+at once. A second API process adds no cores here, only a second event loop competing for the same two,
+so the "2 ÷ 1" column says what a second process costs or buys on one small host, not how the cluster
+scales across hosts, where each API server brings its own cores; the gap between "direct" and "behind
+nginx" is nginx's share of the same two cores. Encodes are compute-bound (the codec section), so two
+workers at one torch thread each can at best use both cores while the API servers and the engines
+take their share. moto is a Python server, slower than MinIO or S3; it bounds the `Range` rows, which
+read S3 on every request.
 """
 
 
