@@ -15,6 +15,7 @@ import pytest
 from bench import cluster as cluster_bench
 from bench import codec as codec_bench
 from bench import codec_measure, codec_report, report
+from bench import iiif as iiif_bench
 from bench import service as service_bench
 from tests.harness import make_image
 
@@ -188,3 +189,22 @@ def test_cluster_benchmark_measures_both_fronts_and_both_bursts(
         assert row[1] == "2" and row[5] == "2× 201", row
         assert sum(int(n) for n in row[4].split(" + ")) == 2, row  # every job done by some worker
     assert "nginx → 2 API servers" in readme.read_text()
+
+
+def test_iiif_benchmark_times_both_levels_for_both_sources(
+    tmp_path: Path, tiny_images: Path, weights_path: Path
+) -> None:
+    results, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    iiif_bench.main(
+        [
+            "--images", str(tiny_images), "--size", "640x480", "--tiles", "2", "--torch-threads", "1",
+            "--weights", str(weights_path), "--results", str(results), "--readme", str(readme),
+        ]
+    )  # fmt: skip
+    text = section(results.read_text(), "## IIIF deep-zoom tiles")
+    for level in ("zoomed out (scale factor 2)", "full resolution"):
+        (row,) = rows(text, level)
+        assert row[1] == "2", row
+        assert all(re.fullmatch(FIGURE, cell) for cell in row[2:4] + row[5:7]), row
+        assert float(row[7]) > 0 and float(row[8]) > 0, row
+    assert "opj_decompress" in text and "full resolution: tiles/s" in readme.read_text()
