@@ -1,8 +1,8 @@
 """The IIIF benchmark's measurements: deep-zoom tiles of one large picture from our server, and the same
 tiles cut from JPEG 2000 the way Cantaloupe's OpenJpegProcessor cuts them, as `Figures`.
 
-Ours: `GET /iiif/3/{id}/{x},{y},{w},{h}/256,/0/default.jpg` from a server started after the upload (no
-cache holds the picture), one request at a time. The reference: the same picture saved once by Pillow as
+Ours: `GET /iiif/3/{id}/{x},{y},{w},{h}/256,/0/default.jpg`, one request at a time, each level from a
+server started for it (no cache holds the picture). The reference: the same picture saved once by Pillow as
 a tiled (256²), 6-resolution, multi-layer JPEG 2000; each tile is one `opj_decompress` process (OpenJPEG's
 own tool, as Cantaloupe runs it) decoding only that region at the reduction of the level (`-d`, `-r`),
 then resized if needed and written as JPEG by Pillow.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -106,9 +107,10 @@ def opj_decompress() -> str:
 
 
 def openjpeg_version() -> str:
+    """The openjp2 library opj_decompress was built against ("... compiled against openjp2 library v2.5.0.")."""
     answer = subprocess.run([opj_decompress(), "-h"], capture_output=True, text=True, timeout=30)
-    words = [word for word in (answer.stdout + answer.stderr).split() if word[:1].isdigit() and "." in word]
-    return words[0].rstrip(".") if words else "unknown"
+    found = re.search(r"openjp2 library v(\d[\w.]*\d)", answer.stdout + answer.stderr)
+    return found[1] if found else "unknown"
 
 
 def jpeg2000_tile(path: Path, region: tuple[int, int, int, int], scale: int, work: Path) -> bytes:
@@ -169,11 +171,11 @@ def measure_ours(root: Path, plan: Plan, pixels: np.ndarray, chosen: list[Level]
         info = answer.json()
     finally:
         server.stop()
-    server = start_server(root, data_dir, plan, "tiles")  # a fresh process: nothing of the picture cached
     timings = []
-    try:
-        with httpx.Client(base_url=f"{server.url}/iiif/3/{info['id']}", timeout=600) as client:
-            for level in chosen:
+    for level in chosen:  # each level from a fresh process: nothing of the picture cached
+        server = start_server(root, data_dir, plan, f"tiles-{level.scale}")
+        try:
+            with httpx.Client(base_url=f"{server.url}/iiif/3/{info['id']}", timeout=600) as client:
                 print(f"bench.iiif: {len(level.regions)} tiles at scale {level.scale}", file=sys.stderr)
                 timing = Timings(level.scale)
                 for region in level.regions:
@@ -182,8 +184,8 @@ def measure_ours(root: Path, plan: Plan, pixels: np.ndarray, chosen: list[Level]
                     client.get(path).raise_for_status()
                     timing.seconds.append(time.perf_counter() - started)
                 timings.append(timing)
-    finally:
-        server.stop()
+        finally:
+            server.stop()
     return upload_seconds, info, timings
 
 

@@ -43,13 +43,13 @@ def render(figures: Figures, plan: Plan, machine: str, argv: list[str], seconds:
 
 `{command}`, {seconds / 60:.1f} min. One Kodak picture resized to {figures.size} ({figures.size.megapixels:.1f} MP),
 uploaded once (encode, verify, store: {report.seconds(figures.upload_seconds)}; {figures.layers} layers,
-{figures.ours_bytes:,} bytes, {figures.ours_bytes * 8 / pixels:.2f} bpp). Then a fresh `python -m server`
-({plan.torch_threads} torch thread(s)), so that no cache holds the picture, answers {TILE}² IIIF tiles
-(`/iiif/3/{{id}}/x,y,w,h/{TILE},/0/default.jpg`) one request at a time, from the centre outwards: the
+{figures.ours_bytes:,} bytes, {figures.ours_bytes * 8 / pixels:.2f} bpp). Then, for each level, a fresh
+`python -m server` ({plan.torch_threads} torch thread(s)), so that no cache holds the picture, answers {TILE}²
+IIIF tiles (`/iiif/3/{{id}}/x,y,w,h/{TILE},/0/default.jpg`) one request at a time, from the centre outwards: the
 first is the cold "time to first tile". The reference, in the same run: the same picture saved by Pillow
 as JPEG 2000 (OpenJPEG, {TILE}² tiles, 6 resolutions, RPCL, quality layers at compression ratios
 {", ".join(map(str, JPEG2000_RATIOS))}; {figures.jpeg2000_bytes:,} bytes), each tile cut as Cantaloupe's
-OpenJpegProcessor cuts it: one `opj_decompress` {figures.openjpeg_version} process decoding only the
+OpenJpegProcessor cuts it: one `opj_decompress` process (openjp2 {figures.openjpeg_version}) decoding only the
 region at the level's reduction (`-d`, `-r`), then Pillow's resize and JPEG at the same quality as ours.
 
 {machine}
