@@ -1,6 +1,6 @@
 """Scalable learned image codec: RNN residual coder with an RNN hyperprior.
 
-The public surface is `__all__`: encode an image (`encode`), decode any layer prefix
+The public surface is `__all__`: encode an image (`encode`, at an effort level of `EFFORTS`), decode any layer prefix
 (`Decoder`), load or make the networks (`load_model`, `fresh_model`, `ScalableCodec`), read and
 write pictures, the container (`ContainerHeader`, the `LayerTable` arithmetic it shares with the
 server and the client, `parse_header`, ...) and the errors (`CodecError` and its kinds). The codec
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         fresh_model,
         load_model,
     )
+    from codec.effort import DEFAULT_EFFORT, EFFORTS
     from codec.imageio import read_image, write_image
     from codec.model import CodecConfig, ScalableCodec
 
@@ -67,6 +68,8 @@ _LAZY = {
     "fresh_model": "codec.api",
     "default_weights_path": "codec.api",
     "INFERENCE_DTYPE": "codec.api",
+    "EFFORTS": "codec.effort",
+    "DEFAULT_EFFORT": "codec.effort",
     "ScalableCodec": "codec.model",
     "CodecConfig": "codec.model",
     "read_image": "codec.imageio",
@@ -79,6 +82,8 @@ __all__ = [
     "Decoder",
     "Region",
     "check_region",
+    "EFFORTS",
+    "DEFAULT_EFFORT",
     # the networks and their weights
     "load_model",
     "fresh_model",

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from codec.container import DEFAULT_TILE_SIZE
+from codec.effort import DEFAULT_EFFORT, EFFORTS
 from codec.errors import CodecError
 
 DEFAULT_CROPS = Path(".cache/crops-256.npy")
@@ -44,8 +45,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     model = _load(args.weights, args.device)
     started = time.perf_counter()
     try:
-        data = encode(Path(args.input), model, args.layers, args.tile_size)
-    except ValueError as error:  # layers or tile size out of range
+        data = encode(Path(args.input), model, args.layers, args.tile_size, effort=args.effort)
+    except ValueError as error:  # layers, tile size or effort out of range
         _refuse(str(error))
     Path(args.output).write_bytes(data)
     from codec.container import parse_header
@@ -198,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_TILE_SIZE,
         help=f"tile side, a multiple of 64 (default {DEFAULT_TILE_SIZE})",
+    )
+    p.add_argument(
+        "--effort",
+        type=int,
+        choices=sorted(EFFORTS),
+        default=DEFAULT_EFFORT,
+        help=f"1: the trained encoder, fastest; higher: search each tile's symbols, fewer bytes, "
+        f"slower (default {DEFAULT_EFFORT})",
     )
     with_model(p)
     p.set_defaults(run=cmd_compress)

@@ -22,9 +22,11 @@ from torch.nn import functional as F
 
 from codec import container
 from codec.coding import decode_layer, encode_layer, to_pixels
+from codec.effort import DEFAULT_EFFORT, check_effort
 from codec.errors import InvalidImageError, ModelMismatchError, TruncatedLayerError, WeightsError
 from codec.imageio import read_image
 from codec.model import CodecConfig, RecurrentState, ScalableCodec, padded_size
+from codec.search import search_offsets
 
 WEIGHTS_FORMAT = "scalable-rnn-codec-weights"
 WEIGHTS_VERSION = 1
@@ -167,15 +169,20 @@ def encode(
     layers: int | None = None,
     tile_size: int = container.DEFAULT_TILE_SIZE,
     progress: Progress | None = None,
+    effort: int = DEFAULT_EFFORT,
 ) -> bytes:
     """Encode an image (path, file bytes or RGB array) into a layered container.
 
     Tiles are coded one after the other, so memory follows the tile size, not
     the picture. `progress(done, total)` is called after every tile's layer.
+    `effort` above 1 searches each tile's symbols first (`codec.search`):
+    fewer bits for the same quality, at many times the encode time; the
+    decoder is the same.
     """
     layers = model.config.layers if layers is None else layers
     if not 1 <= layers <= model.config.layers:
         raise ValueError(f"layers must be within 1..{model.config.layers}")
+    check_effort(effort)
     pixels = _as_pixels(image)
     height, width, _ = pixels.shape
     container.check_tile_size(width, height, tile_size)  # before any network work
@@ -184,9 +191,10 @@ def encode(
     like = next(model.parameters())
     for tile in tiles:
         tensor = _tile_tensor(pixels, tile, like)
+        offsets = search_offsets(model, tensor, effort, layers)
         state = model.initial_state(tensor)
         for k in range(layers):
-            payloads[k].append(encode_layer(model, tensor, state))
+            payloads[k].append(encode_layer(model, tensor, state, None if offsets is None else offsets[k]))
             if progress is not None:
                 progress(tile.index * layers + k + 1, len(tiles) * layers)
     return container.serialize(model.model_id, width, height, tile_size, payloads)

@@ -30,10 +30,15 @@ _SIDE_LENGTH = struct.Struct("<I")
 
 
 @torch.no_grad()
-def encode_layer(model: ScalableCodec, image: Tensor, state: RecurrentState) -> bytes:
-    """Code the next layer of `image` (padded, (1, 3, H, W) in [0, 1])."""
+def encode_layer(
+    model: ScalableCodec, image: Tensor, state: RecurrentState, latent_offset: Tensor | None = None
+) -> bytes:
+    """Code the next layer of `image` (padded, (1, 3, H, W) in [0, 1]), its latents moved by the
+    encoder-side search's `latent_offset` if one is given."""
     k = state.layer
     latents = model.analyse(image, state)
+    if latent_offset is not None:
+        latents = latents + latent_offset
     side = model.side_information(latents, state)
     side_model = model.side_models[k]
     medians = rans.side_medians(side_model)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from codec.api import Decoder, encode
 from codec.container import parse_header
 from codec.data import list_images
+from codec.effort import DEFAULT_EFFORT
 from codec.imageio import read_image
 from codec.model import ScalableCodec
 from codec.quality import psnr
@@ -173,12 +174,12 @@ class ImageResult:
     decode_seconds: list[float]
 
 
-def evaluate_image(model: ScalableCodec, path: Path) -> ImageResult:
-    """Encode once, then decode every prefix layer by layer (incrementally)."""
+def evaluate_image(model: ScalableCodec, path: Path, effort: int = DEFAULT_EFFORT) -> ImageResult:
+    """Encode once (at `effort`), then decode every prefix layer by layer (incrementally)."""
     pixels = read_image(path)
     height, width, _ = pixels.shape
     started = time.perf_counter()
-    data = encode(pixels, model)
+    data = encode(pixels, model, effort=effort)
     encode_seconds = time.perf_counter() - started
     header = parse_header(data)
     decoder = Decoder(data, model)

@@ -450,27 +450,45 @@ class ScalableCodec(CompressionModel):
 
     # -- training ------------------------------------------------------------
 
-    def forward(self, image: Tensor, layers: int | None = None) -> list[LayerOutput]:
+    def forward(
+        self,
+        image: Tensor,
+        layers: int | None = None,
+        latent_offsets: list[Tensor] | None = None,
+        rounded_rates: bool = False,
+    ) -> list[LayerOutput]:
         """Run `layers` iterations with training-time quantization.
 
         Rates use additive uniform noise; the decoder and the hyper-decoder see
-        rounded values with a straight-through gradient.
+        rounded values with a straight-through gradient. The encoder-side
+        search (`codec.search`) adds `latent_offsets[k]` to the analysis of
+        layer k and asks for `rounded_rates`: the likelihoods of the rounded
+        symbols the coder will write, with straight-through gradients.
         """
         layers = layers or self.config.layers
         state = self.initial_state(image)
         outputs: list[LayerOutput] = []
         for k in range(layers):
             latents = self.analyse(image, state)
+            if latent_offsets is not None:
+                latents = latents + latent_offsets[k]
             side = self.side_information(latents, state)
-            _, side_likelihoods = self.side_models[k](side)
             medians = self.side_models[k].quantiles[:, 0, 1].detach()[None, :, None, None]
             side_hat = exact.round_ste(side - medians) + medians
+            if rounded_rates:
+                side_likelihoods = _side_likelihoods(self.side_models[k], side_hat)
+            else:
+                _, side_likelihoods = self.side_models[k](side)
             scale_index, means = self.entropy_parameters(side_hat, state, exact_mode=False)
             if self.context is not None:
                 first_symbols = exact.round_ste(latents - means) * first_pass_mask(self.config, latents)
                 scale_index, means = self.context_parameters(first_symbols, scale_index, means, state, False)
-            _, latent_likelihoods = self.latent_model(latents, scale_from_index(scale_index), means)
             latents_hat = exact.round_ste(latents - means) + means
+            if rounded_rates:
+                likelihoods = self.latent_model._likelihood(latents_hat, scale_from_index(scale_index), means)
+                latent_likelihoods = self.latent_model.likelihood_lower_bound(likelihoods)
+            else:
+                _, latent_likelihoods = self.latent_model(latents, scale_from_index(scale_index), means)
             self.synthesise(latents_hat, state)
             outputs.append(LayerOutput(state.reconstruction, latent_likelihoods, side_likelihoods))
         return outputs
@@ -481,6 +499,16 @@ class ScalableCodec(CompressionModel):
     def update(self, scale_table_values: list[float] | None = None, force: bool = False, **_: object) -> bool:
         """Build the integer CDF tables the rANS coder uses (after training)."""
         return super().update(scale_table=scale_table_values or scale_table(), force=force)
+
+
+def _side_likelihoods(side_model: EntropyBottleneck, side_hat: Tensor) -> Tensor:
+    """Likelihoods of already rounded side information, with gradients (the bottleneck's own
+    forward rounds again, which would stop them). Same layout as its forward: (N, C, h, w)."""
+    channels = side_hat.shape[1]
+    values = side_hat.transpose(0, 1).reshape(channels, 1, -1)
+    likelihoods, _, _ = side_model._likelihood(values)
+    likelihoods = side_model.likelihood_lower_bound(likelihoods)
+    return likelihoods.reshape(side_hat.transpose(0, 1).shape).transpose(0, 1)
 
 
 def padded_size(height: int, width: int) -> tuple[int, int]:

@@ -174,7 +174,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.picture_cache_bytes,
     )
     service.encode_jobs = EncodeJobs(
-        job_store, service.model, service.storage, service.pool, service.reconstructions, service.metrics
+        job_store,
+        service.model,
+        service.storage,
+        service.pool,
+        service.reconstructions,
+        service.metrics,
+        settings.effort,
     )
     await run_in_threadpool(service.encode_jobs.recover)
     stop_claiming = asyncio.Event()

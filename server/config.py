@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from codec.effort import DEFAULT_EFFORT, check_effort
+
 ENV_PREFIX = "CODEC_SERVER_"
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rules for new bucket names
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
 
     # model work
     workers: int = Field(1, ge=1, le=64, description="threads running model jobs")
+    effort: int = Field(
+        DEFAULT_EFFORT,
+        description="encoder effort level: 1 is the fastest; higher ones need fewer bytes, at many times the time",
+    )
     claim_jobs: bool = Field(
         True, description="with a PostgreSQL index: this server's model workers take queued encode jobs too"
     )
@@ -130,6 +136,12 @@ class Settings(BaseSettings):
             value = value.get_secret_value()
         if isinstance(value, str):
             return value.strip() or None
+        return value
+
+    @field_validator("effort")
+    @classmethod
+    def _effort(cls, value: int) -> int:
+        check_effort(value)
         return value
 
     @field_validator("blob_url")

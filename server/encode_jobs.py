@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from codec.effort import DEFAULT_EFFORT
 from server.decoders import Reconstructions
 from server.encoding import Encoded, UploadFacts, encode_verified
 from server.errors import as_api_error
@@ -92,8 +93,10 @@ class EncodeJobs:
         pool: ModelPool,
         reconstructions: Reconstructions | None,
         metrics: Metrics,
+        effort: int = DEFAULT_EFFORT,
     ) -> None:
         self.store = store
+        self.effort = effort
         self.queue = store if isinstance(store, PostgresJobQueue) else None
         self.model = model
         self.storage = storage
@@ -135,7 +138,7 @@ class EncodeJobs:
             loop.call_soon_threadsafe(self._progress, job.id, state, done, total)
 
         try:
-            work = self.pool.submit(lambda: encode_verified(data, self.model, self.metrics, report))
+            work = self.pool.submit(lambda: encode_verified(data, self.model, self.metrics, report, self.effort))
         except PoolBusy as busy:
             await asyncio.to_thread(self.store.save, job.moved("failed", time.time(), error=job_error(busy)))
             raise
@@ -232,7 +235,9 @@ class EncodeJobs:
         image = None
         try:
             work = asyncio.ensure_future(
-                self.pool.run(lambda: encode_verified(claimed.upload, self.model, self.metrics, report), wait=60.0)
+                self.pool.run(
+                    lambda: encode_verified(claimed.upload, self.model, self.metrics, report, self.effort), wait=60.0
+                )
             )
             await asyncio.wait({work, beating}, return_when=asyncio.FIRST_COMPLETED)
             if beating.done():

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from codec.api import Decoder, encode
 from codec.container import DEFAULT_TILE_SIZE, ContainerHeader, tile_grid
+from codec.effort import DEFAULT_EFFORT
 from codec.errors import CodecError
 from codec.imageio import read_image
 from codec.quality import psnr
@@ -146,8 +147,10 @@ def coded_units(width: int, height: int, model) -> int:
 ProgressReport = Callable[[str, int, int], None]
 
 
-def encode_verified(data: bytes, model, metrics: Metrics, report: ProgressReport | None = None) -> Encoded:
-    """Encode every layer, then decode the container as stored and check every layer (worker thread)."""
+def encode_verified(
+    data: bytes, model, metrics: Metrics, report: ProgressReport | None = None, effort: int = DEFAULT_EFFORT
+) -> Encoded:
+    """Encode every layer at `effort`, then decode the container as stored and check every layer (worker thread)."""
 
     def progress(state: str, done: int, total: int) -> None:
         if report is not None:
@@ -158,7 +161,7 @@ def encode_verified(data: bytes, model, metrics: Metrics, report: ProgressReport
     total = coded_units(pixels.shape[1], pixels.shape[0], model)
     progress("running", 0, total)
     with metrics.stage("encode", "layers"):
-        container = encode(pixels, model, progress=lambda done, _: progress("running", done, total))
+        container = encode(pixels, model, progress=lambda done, _: progress("running", done, total), effort=effort)
     progress("verifying", total, total)
     with metrics.stage("encode", "verify"):
         decoder = Decoder(container, model)

@@ -34,7 +34,7 @@ async def run_worker(settings: Settings, model: ScalableCodec, storage: Storage,
     """Serve the queue until a stop signal, then let running jobs end."""
     metrics = Metrics()
     pool = ModelPool(settings.workers, settings.queue_size, settings.retry_after, metrics)
-    jobs = EncodeJobs(queue, model, storage, pool, None, metrics)
+    jobs = EncodeJobs(queue, model, storage, pool, None, metrics, settings.effort)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

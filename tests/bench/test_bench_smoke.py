@@ -15,6 +15,7 @@ import pytest
 from bench import cluster as cluster_bench
 from bench import codec as codec_bench
 from bench import codec_measure, codec_report, report
+from bench import effort as effort_bench
 from bench import iiif as iiif_bench
 from bench import service as service_bench
 from tests.harness import make_image
@@ -208,3 +209,22 @@ def test_iiif_benchmark_times_both_levels_for_both_sources(
         assert all(re.fullmatch(FIGURE, cell) for cell in row[2:4] + row[5:7]), row
         assert float(row[7]) > 0 and float(row[8]) > 0, row
     assert "opj_decompress" in text and "full resolution: tiles/s" in readme.read_text()
+
+
+def test_effort_benchmark_reports_every_level_beside_jpeg2000(tmp_path: Path, weights_path: Path) -> None:
+    results, images = tmp_path / "RESULTS.md", tmp_path / "images"
+    images.mkdir()
+    for index in range(2):  # MS-SSIM needs more than 160 pixels a side
+        (images / f"picture{index}.png").write_bytes(make_image(192, 176, seed=index))
+    effort_bench.main(
+        [
+            "--images", str(images), "--every", "1", "--efforts", "1", "2", "--torch-threads", "1",
+            "--weights", str(weights_path), "--results", str(results),
+        ]
+    )  # fmt: skip
+    text = section(results.read_text(), "## Encoder effort levels")
+    for effort, steps in (("1", "0"), ("2", "10")):
+        (row,) = [row for row in rows(text, effort) if row[1] == steps]
+        assert len(row[2].split(" / ")) == 6 and len(row[3].split(" / ")) == 6, row  # every layer
+        assert re.fullmatch(FIGURE, row[6]), row
+    assert "2 images of images/: picture0, picture1" in text and "jpeg2000 (9/7, ICT)" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -79,11 +80,36 @@ def test_missing_weights_fail_fast(tmp_path: Path) -> None:
     assert "no weights at" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_server_encodes_at_its_effort_level(server_factory: ServerFactory, codec_model) -> None:
+    """CODEC_SERVER_EFFORT=2: the stored bitstream is the searched one, not effort 1's, and reads as any other."""
+    from codec.api import Decoder, encode
+    from codec.imageio import read_image
+
+    picture = make_image(96, 64)
+    server = server_factory.start({"CODEC_SERVER_WRITE_KEY": WRITE_KEY, "CODEC_SERVER_EFFORT": "2"})
+    with httpx.Client(base_url=server.url, timeout=300, headers=AUTH) as http:
+        document = upload(http, picture).json()
+        stored = http.get(document["urls"]["bitstream"]).content
+        shown = http.get(document["urls"]["image"], params={"layers": 6})
+    assert shown.status_code == 200
+    assert stored != encode(read_image(picture), codec_model, effort=1)
+    assert Decoder(stored, codec_model).decode(6).shape == (64, 96, 3)
+
+
 def test_invalid_setting_fails_fast(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "server", "--workers", "0"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "invalid settings" in result.stderr and "workers" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=REPO,
+        env={**os.environ, "CODEC_SERVER_EFFORT": "7"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "effort must be within 1..3" in result.stderr
 
 
 def test_unusable_data_dir_fails_fast(tmp_path: Path, weights_path: Path) -> None:
