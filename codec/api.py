@@ -25,7 +25,7 @@ from codec.coding import decode_layer, encode_layer, to_pixels
 from codec.effort import DEFAULT_EFFORT, check_effort
 from codec.errors import InvalidImageError, ModelMismatchError, TruncatedLayerError, WeightsError
 from codec.imageio import read_image
-from codec.model import CodecConfig, RecurrentState, ScalableCodec, padded_size
+from codec.model import CodecConfig, RecurrentState, ScalableCodec, padded_size, split_state, stack_states
 from codec.search import search_offsets
 
 WEIGHTS_FORMAT = "scalable-rnn-codec-weights"
@@ -163,6 +163,23 @@ def _tile_tensor(pixels: np.ndarray, tile: container.Tile, like: torch.Tensor) -
 Progress = Callable[[int, int], None]
 
 
+# Tiles coded together run each layer's networks once, as one batch: fewer, larger operations.
+# This bounds a batch's pixels, and with them its working memory.
+BATCH_PIXELS = 1 << 20
+
+
+def tile_batches(tiles: tuple[container.Tile, ...] | list[container.Tile]) -> list[list[container.Tile]]:
+    """The tiles in batches of one padded size and at most BATCH_PIXELS, in raster order within each."""
+    by_size: dict[tuple[int, int], list[container.Tile]] = {}
+    for tile in tiles:
+        by_size.setdefault(padded_size(tile.height, tile.width), []).append(tile)
+    batches = []
+    for (height, width), group in by_size.items():
+        per_batch = max(1, BATCH_PIXELS // (height * width))
+        batches += [group[start : start + per_batch] for start in range(0, len(group), per_batch)]
+    return batches
+
+
 def encode(
     image: np.ndarray | bytes | str | Path,
     model: ScalableCodec,
@@ -173,8 +190,9 @@ def encode(
 ) -> bytes:
     """Encode an image (path, file bytes or RGB array) into a layered container.
 
-    Tiles are coded one after the other, so memory follows the tile size, not
-    the picture. `progress(done, total)` is called after every tile's layer.
+    Tiles are coded in batches of one size (`tile_batches`), so memory follows
+    the batch, not the picture. `progress(done, total)` is called after every
+    tile's layer.
     `effort` above 1 searches each tile's symbols first (`codec.search`):
     fewer bits for the same quality, at many times the encode time; the
     decoder is the same.
@@ -187,16 +205,20 @@ def encode(
     height, width, _ = pixels.shape
     container.check_tile_size(width, height, tile_size)  # before any network work
     tiles = container.tile_grid(width, height, tile_size)
-    payloads: list[list[bytes]] = [[] for _ in range(layers)]
+    payloads: list[list[bytes]] = [[b""] * len(tiles) for _ in range(layers)]
     like = next(model.parameters())
-    for tile in tiles:
-        tensor = _tile_tensor(pixels, tile, like)
-        offsets = search_offsets(model, tensor, effort, layers)
+    done = 0
+    for batch in tile_batches(tiles):
+        tensor = torch.cat([_tile_tensor(pixels, tile, like) for tile in batch])
+        searched = [search_offsets(model, tile_tensor[None], effort, layers) for tile_tensor in tensor]
         state = model.initial_state(tensor)
         for k in range(layers):
-            payloads[k].append(encode_layer(model, tensor, state, None if offsets is None else offsets[k]))
-            if progress is not None:
-                progress(tile.index * layers + k + 1, len(tiles) * layers)
+            offset = None if searched[0] is None else torch.cat([offsets[k] for offsets in searched])
+            for tile, payload in zip(batch, encode_layer(model, tensor, state, offset), strict=True):
+                payloads[k][tile.index] = payload
+                done += 1
+                if progress is not None:
+                    progress(done, len(tiles) * layers)
     return container.serialize(model.model_id, width, height, tile_size, payloads)
 
 
@@ -301,42 +323,55 @@ class Decoder:
             )
         region = check_region(region, header.width, header.height)
         x, y, width, height = region
+        touched = [tile for tile in header.tiles if tile.touches(*region)]
+        shown = self._tile_pictures(touched, layers)
         pixels = np.empty((height, width, 3), dtype=np.uint8)
-        for tile in header.tiles:
-            if not tile.touches(*region):
-                continue
-            shown = self._tile_pixels(tile, layers)
+        for tile in touched:
             left, top = max(x, tile.x), max(y, tile.y)
             right, bottom = min(x + width, tile.x + tile.width), min(y + height, tile.y + tile.height)
-            pixels[top - y : bottom - y, left - x : right - x] = shown[
+            pixels[top - y : bottom - y, left - x : right - x] = shown[tile.index][
                 top - tile.y : bottom - tile.y, left - tile.x : right - tile.x
             ]
         self._layers_shown = layers
         return pixels
 
-    def _tile_pixels(self, tile: container.Tile, layers: int) -> np.ndarray:
-        """One tile's shown picture after `layers` layers, from the cache or by bringing its states there."""
-        cached = self._pictures.get((tile.index, layers))
-        if cached is not None:
-            return cached
+    def _tile_pictures(self, tiles: list[container.Tile], layers: int) -> dict[int, np.ndarray]:
+        """The shown pictures of `tiles` after `layers` layers, by tile index: from the picture cache,
+        else decoded in batches of tiles that share a padded size and a layer, so that each layer's
+        networks run once per batch. Every layer passed through is cached, within its budget."""
         header = self.header
-        state = self._states.get(tile.index)
-        if state is None or state.layer > layers:
-            height, width = padded_size(tile.height, tile.width)
-            blank = next(self.model.parameters()).new_zeros(1, 3, height, width)
-            state = self._states[tile.index] = self.model.initial_state(blank)
-        while state.layer < layers:
-            layer = state.layer + 1
-            payload = container.tile_payload(header, self._data, layer, tile.index)
-            self._symbol_checksums[(layer, tile.index)] = decode_layer(self.model, payload, state)
-            self.iterations += 1
-            shown = self.model.shown_picture(state.reconstruction, layer)
-            self._pictures.put((tile.index, layer), to_pixels(shown, tile.height, tile.width).cpu().numpy())
-        self._hold(tile.index, state)
-        if (pixels := self._pictures.get((tile.index, layers))) is None:  # dropped at once: over the budget
-            shown = self.model.shown_picture(state.reconstruction, layers)
-            pixels = to_pixels(shown, tile.height, tile.width).cpu().numpy()
-        return pixels
+        pictures: dict[int, np.ndarray] = {}
+        groups: dict[tuple[int, int, int], list[container.Tile]] = {}
+        states: dict[int, RecurrentState] = {}
+        for tile in tiles:
+            if (cached := self._pictures.get((tile.index, layers))) is not None:
+                pictures[tile.index] = cached
+                continue
+            state = self._states.get(tile.index)
+            if state is None or state.layer > layers:
+                height, width = padded_size(tile.height, tile.width)
+                state = self.model.initial_state(next(self.model.parameters()).new_zeros(1, 3, height, width))
+            states[tile.index] = state
+            height, width = state.reconstruction.shape[-2:]
+            groups.setdefault((height, width, state.layer), []).append(tile)
+        for group in groups.values():
+            for batch in tile_batches(group):
+                state = stack_states([states[tile.index] for tile in batch])
+                if state.layer == layers:  # held at this layer, its pictures dropped from the cache
+                    last = _tile_pixels(self.model.shown_picture(state.reconstruction, layers), batch)
+                while state.layer < layers:
+                    layer = state.layer + 1
+                    payloads = [container.tile_payload(header, self._data, layer, tile.index) for tile in batch]
+                    checksums = decode_layer(self.model, payloads, state)
+                    self.iterations += len(batch)
+                    last = _tile_pixels(self.model.shown_picture(state.reconstruction, layer), batch)
+                    for tile, checksum, picture in zip(batch, checksums, last, strict=True):
+                        self._symbol_checksums[(layer, tile.index)] = checksum
+                        self._pictures.put((tile.index, layer), picture)
+                pictures.update((tile.index, picture) for tile, picture in zip(batch, last, strict=True))
+                for tile, tile_state in zip(batch, split_state(state), strict=True):
+                    self._hold(tile.index, tile_state)
+        return pictures
 
     def _hold(self, index: int, state: RecurrentState) -> None:
         """Keep `state` as the most recently used; drop the oldest others beyond the budget."""
@@ -346,6 +381,13 @@ class Decoder:
         while len(self._states) > 1 and sum(self._state_bytes.values()) > self.state_budget:
             oldest, _ = self._states.popitem(last=False)
             del self._state_bytes[oldest]
+
+
+def _tile_pixels(shown: torch.Tensor, batch: list[container.Tile]) -> list[np.ndarray]:
+    """A batch's shown pictures (N, 3, H, W) to each tile's 8-bit pixels, cropped to the tile."""
+    return [
+        to_pixels(shown[index : index + 1], tile.height, tile.width).cpu().numpy() for index, tile in enumerate(batch)
+    ]
 
 
 class _PictureCache:

@@ -32,9 +32,13 @@ _SIDE_LENGTH = struct.Struct("<I")
 @torch.no_grad()
 def encode_layer(
     model: ScalableCodec, image: Tensor, state: RecurrentState, latent_offset: Tensor | None = None
-) -> bytes:
-    """Code the next layer of `image` (padded, (1, 3, H, W) in [0, 1]), its latents moved by the
-    encoder-side search's `latent_offset` if one is given."""
+) -> list[bytes]:
+    """Code the next layer of a batch of equally sized tiles (`image` padded, (N, 3, H, W) in [0, 1]),
+    their latents moved by the encoder-side search's `latent_offset` if one is given; one payload per tile.
+
+    The networks run once for the batch; each tile keeps its own rANS strings, and the exact entropy
+    parameters are the same as for the tile alone (exact sums do not depend on the batch).
+    """
     k = state.layer
     latents = model.analyse(image, state)
     if latent_offset is not None:
@@ -43,22 +47,32 @@ def encode_layer(
     side_model = model.side_models[k]
     medians = rans.side_medians(side_model)
     side_symbols = torch.round(side - medians)
-    side_string = rans.encode(side_symbols, rans.side_indexes(side_model, side.shape), side_model)
+    side_strings = [
+        rans.encode(tile, rans.side_indexes(side_model, tile.shape), side_model) for tile in side_symbols.split(1)
+    ]
     side_hat = side_symbols + medians
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
     latents = latents.cpu().double()
     if model.context is None:
         symbols = torch.round(latents - means)
-        latent_string = rans.encode(symbols, quantized_scale_index(scale_index), model.latent_model)
+        indexes = quantized_scale_index(scale_index)
+        latent_strings = [
+            rans.encode(s, i, model.latent_model) for s, i in zip(symbols.split(1), indexes.split(1), strict=True)
+        ]
     else:
         first = first_pass_mask(model.config, latents)
         first_symbols = torch.round(latents - means) * first
         scale_index, means = model.context_parameters(first_symbols, scale_index, means, state, exact_mode=True)
         symbols = torch.round(latents - means)
         indexes = quantized_scale_index(scale_index)
-        latent_string = rans.encode(_in_pass_order(symbols, first), _in_pass_order(indexes, first), model.latent_model)
+        latent_strings = [
+            rans.encode(_in_pass_order(s, first), _in_pass_order(i, first), model.latent_model)
+            for s, i in zip(symbols.split(1), indexes.split(1), strict=True)
+        ]
     model.synthesise(symbols + means, state)
-    return _SIDE_LENGTH.pack(len(side_string)) + side_string + latent_string
+    return [
+        _SIDE_LENGTH.pack(len(side)) + side + latent for side, latent in zip(side_strings, latent_strings, strict=True)
+    ]
 
 
 def _in_pass_order(values: Tensor, first: Tensor) -> Tensor:
@@ -67,20 +81,30 @@ def _in_pass_order(values: Tensor, first: Tensor) -> Tensor:
     return torch.cat([values[first], values[~first]])
 
 
-def _decode_symbols(model: ScalableCodec, latent_string: bytes, side_hat: Tensor, state: RecurrentState) -> Tensor:
-    """round(y_k - mean) from its string: one pass, or the frequency context's two passes from one rANS stream.
-
-    Leaves the means in `state.means`."""
+def _decode_symbols(
+    model: ScalableCodec, latent_strings: list[bytes], side_hat: Tensor, state: RecurrentState
+) -> Tensor:
+    """round(y_k - mean) of every tile from its string: one pass, or the frequency context's two passes
+    from one rANS stream per tile. Leaves the means in `state.means`."""
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
     if model.context is None:
-        return rans.decode(latent_string, quantized_scale_index(scale_index), model.latent_model)
-    stream = RansDecoder()
-    stream.set_stream(latent_string)
-    first = first_pass_mask(model.config, scale_index).expand_as(scale_index)
+        indexes = quantized_scale_index(scale_index).split(1)
+        return torch.cat(
+            [rans.decode(string, i, model.latent_model) for string, i in zip(latent_strings, indexes, strict=True)]
+        )
+    streams = []
+    for string in latent_strings:
+        streams.append(RansDecoder())
+        streams[-1].set_stream(string)
+    first = first_pass_mask(model.config, scale_index)[0].expand_as(scale_index[0])
     symbols = torch.zeros(scale_index.shape, dtype=torch.int32)
-    symbols[first] = rans.decode_next(stream, quantized_scale_index(scale_index)[first], model.latent_model)
+    indexes = quantized_scale_index(scale_index)
+    for tile, stream in enumerate(streams):
+        symbols[tile][first] = rans.decode_next(stream, indexes[tile][first], model.latent_model)
     scale_index, _ = model.context_parameters(symbols.double(), scale_index, means, state, exact_mode=True)
-    symbols[~first] = rans.decode_next(stream, quantized_scale_index(scale_index)[~first], model.latent_model)
+    indexes = quantized_scale_index(scale_index)
+    for tile, stream in enumerate(streams):
+        symbols[tile][~first] = rans.decode_next(stream, indexes[tile][~first], model.latent_model)
     return symbols
 
 
@@ -94,29 +118,35 @@ def symbol_checksum(side_symbols: Tensor, latent_symbols: Tensor) -> int:
     return zlib.crc32(latent_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes(), crc)
 
 
-@torch.no_grad()
-def decode_layer(model: ScalableCodec, payload: bytes, state: RecurrentState) -> int:
-    """Decode the next layer from `payload`, update `state` in place; the layer's `symbol_checksum`."""
-    k = state.layer
+def _split_payload(payload: bytes, layer: int) -> tuple[bytes, bytes]:
+    """A tile's layer payload to its side and latent strings."""
     if len(payload) < _SIDE_LENGTH.size:
-        raise CorruptLayerError(f"layer {k + 1} payload is {len(payload)} bytes, too short")
+        raise CorruptLayerError(f"layer {layer} payload is {len(payload)} bytes, too short")
     (side_length,) = _SIDE_LENGTH.unpack_from(payload)
     if side_length > len(payload) - _SIDE_LENGTH.size:
-        raise CorruptLayerError(f"layer {k + 1} declares {side_length} bytes of side information")
-    side_string = payload[_SIDE_LENGTH.size : _SIDE_LENGTH.size + side_length]
-    latent_string = payload[_SIDE_LENGTH.size + side_length :]
+        raise CorruptLayerError(f"layer {layer} declares {side_length} bytes of side information")
+    return payload[_SIDE_LENGTH.size : _SIDE_LENGTH.size + side_length], payload[_SIDE_LENGTH.size + side_length :]
+
+
+@torch.no_grad()
+def decode_layer(model: ScalableCodec, payloads: list[bytes], state: RecurrentState) -> list[int]:
+    """Decode the next layer of a batch of equally sized tiles (one payload each, `state` batched
+    likewise) and update `state` in place; each tile's `symbol_checksum`."""
+    k = state.layer
+    strings = [_split_payload(payload, k + 1) for payload in payloads]
     height, width = state.reconstruction.shape[-2:]
     side_model = model.side_models[k]
     side_shape = (1, model.config.side_channels, height // SIDE_STRIDE, width // SIDE_STRIDE)
+    side_indexes = rans.side_indexes(side_model, side_shape)
     try:
-        side_symbols = rans.decode(side_string, rans.side_indexes(side_model, side_shape), side_model)
+        side_symbols = torch.cat([rans.decode(side, side_indexes, side_model) for side, _ in strings])
         medians = rans.side_medians(side_model).cpu()
         side_hat = side_symbols.to(medians.dtype) + medians
-        latent_symbols = _decode_symbols(model, latent_string, side_hat, state)
+        latent_symbols = _decode_symbols(model, [latent for _, latent in strings], side_hat, state)
     except (RuntimeError, ValueError, OverflowError) as error:
         raise CorruptLayerError(f"layer {k + 1} does not decode: {error}") from error
     model.synthesise(latent_symbols.double() + state.means, state)
-    return symbol_checksum(side_symbols, latent_symbols)
+    return [symbol_checksum(s, y) for s, y in zip(side_symbols.split(1), latent_symbols.split(1), strict=True)]
 
 
 def to_pixels(reconstruction: Tensor, height: int, width: int) -> Tensor:

@@ -297,6 +297,44 @@ class RecurrentState:
     layer: int = 0
 
 
+def stack_states(states: list[RecurrentState]) -> RecurrentState:
+    """Tiles' states as one batch, so that a layer's networks run once for all of them.
+
+    The tiles must be of one padded size and at one layer."""
+    if len({state.layer for state in states}) != 1:
+        raise ValueError("only states at the same layer stack")
+
+    def stacked(values: list):
+        if values[0] is None:
+            return None
+        if isinstance(values[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*values, strict=True))
+        return torch.cat(values)
+
+    fields = {name: stacked([getattr(state, name) for state in states]) for name in _TENSOR_FIELDS}
+    return RecurrentState(**fields, layer=states[0].layer)
+
+
+def split_state(state: RecurrentState) -> list[RecurrentState]:
+    """A batch's state back to one state per tile (copies: a tile kept alone holds only its own memory)."""
+    count = state.reconstruction.shape[0]
+
+    def part(value, index: int):
+        if value is None:
+            return None
+        if isinstance(value, tuple):
+            return tuple(v[index : index + 1].clone() for v in value)
+        return value[index : index + 1].clone()
+
+    return [
+        RecurrentState(**{name: part(getattr(state, name), i) for name in _TENSOR_FIELDS}, layer=state.layer)
+        for i in range(count)
+    ]
+
+
+_TENSOR_FIELDS = tuple(name for name in RecurrentState.__dataclass_fields__ if name != "layer")
+
+
 class ScalableCodec(CompressionModel):
     """The whole network. `forward` trains; `codec.coding` runs it for real."""
 
