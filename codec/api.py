@@ -26,6 +26,7 @@ from codec.effort import DEFAULT_EFFORT, check_effort
 from codec.errors import InvalidImageError, ModelMismatchError, TruncatedLayerError, WeightsError
 from codec.imageio import read_image
 from codec.model import CodecConfig, RecurrentState, ScalableCodec, padded_size, split_state, stack_states
+from codec.onnx_runtime import InferenceNetworks
 from codec.search import search_offsets
 
 WEIGHTS_FORMAT = "scalable-rnn-codec-weights"
@@ -117,8 +118,19 @@ def save_weights(model: ScalableCodec, path: Path, info: dict | None = None) -> 
     temporary.replace(path)
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> ScalableCodec:
-    """Load weights written by `save_weights` (default: `default_weights_path()`)."""
+RUNTIMES = ("onnx", "torch")
+
+
+def load_model(
+    path: str | Path | None = None, device: str | torch.device = "cpu", runtime: str = "onnx"
+) -> ScalableCodec:
+    """Load weights written by `save_weights` (default: `default_weights_path()`).
+
+    `runtime="onnx"` (the default on the CPU) runs the analysis and synthesis networks through ONNX
+    Runtime (`codec.onnx_runtime`), which was faster; "torch" keeps them in torch. On a GPU they
+    stay in torch. Either way the symbols are the same and the pixels within ±1."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     path = Path(path) if path is not None else default_weights_path()
     if not path.exists():
         raise WeightsError(
@@ -138,7 +150,10 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise WeightsError(f"{path} does not match this codec's architecture: {error}") from error
     info = payload.get("info", {})
-    return _prepare(model.to(device), trained=bool(info.get("trained", True)), info=info)
+    model = _prepare(model.to(device), trained=bool(info.get("trained", True)), info=info)
+    if runtime == "onnx" and torch.device(device).type == "cpu":
+        model.inference = InferenceNetworks(model)
+    return model
 
 
 def _as_pixels(image: np.ndarray | bytes | str | Path) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -35,6 +36,9 @@ from codec import exact
 from codec.layers import ConvLSTMCell, LSTMState, conv3x3
 from codec.postfilter import PostFilter
 from codec.transforms import LappedAnalysis, LappedSynthesis
+
+if TYPE_CHECKING:
+    from codec.onnx_runtime import InferenceNetworks
 
 LATENT_STRIDE = 16
 SIDE_STRIDE = 64
@@ -369,6 +373,15 @@ class ScalableCodec(CompressionModel):
         channels = self.config.post_filter_channels
         self.post_filter = PostFilter(k, channels) if channels else None
         self.context = FrequencyContext(self.config) if self.config.context_channels else None
+        # set by `codec.api.load_model`: the analysis and synthesis through ONNX Runtime at inference
+        self.inference: InferenceNetworks | None = None
+
+    def _float_network(self, name: str, module: nn.Module):
+        """`module`, or its ONNX Runtime graph when the model has one and no gradient is recorded
+        (training and the encoder-side search differentiate through the torch modules)."""
+        if self.inference is None or torch.is_grad_enabled():
+            return module
+        return self.inference.network(name)
 
     # -- the per-layer pieces, shared by training and coding -----------------
 
@@ -379,7 +392,7 @@ class ScalableCodec(CompressionModel):
         """Encoder side: latents y_k of the current residual."""
         k = state.layer
         residual = (image - state.reconstruction) * self.log_residual_gain[k].exp()
-        latents, state.encoder = self.encoder(residual, state.encoder)
+        latents, state.encoder = self._float_network("analysis", self.encoder)(residual, state.encoder)
         return latents * self.log_latent_gain[k].exp()[None, :, None, None]
 
     def side_information(self, latents: Tensor, state: RecurrentState) -> Tensor:
@@ -476,7 +489,7 @@ class ScalableCodec(CompressionModel):
         nonzero = (magnitude > 0).to(magnitude)
         state.significance = nonzero if state.significance is None else torch.maximum(state.significance, nonzero)
         x = latents_hat.to(state.reconstruction) * self.log_latent_inverse_gain[k].exp()[None, :, None, None]
-        increment, state.decoder = self.decoder(x, state.decoder)
+        increment, state.decoder = self._float_network("synthesis", self.decoder)(x, state.decoder)
         state.reconstruction = state.reconstruction + increment * self.log_increment_gain[k].exp()
         state.layer = k + 1
 

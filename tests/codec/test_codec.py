@@ -286,7 +286,7 @@ DECODE_SCRIPT = """
 import sys, numpy as np, torch
 torch.set_num_threads(int(sys.argv[3]))
 from codec.api import Decoder, load_model
-model = load_model(sys.argv[1])
+model = load_model(sys.argv[1], runtime=sys.argv[5])
 decoder = Decoder(open(sys.argv[2], "rb").read(), model)
 np.save(sys.argv[4], np.stack([decoder.decode(n) for n in range(1, decoder.layers_available + 1)]))
 print(" ".join(str(decoder.symbol_checksum(n)) for n in range(1, decoder.layers_available + 1)))
@@ -294,9 +294,11 @@ print(" ".join(str(decoder.symbol_checksum(n)) for n in range(1, decoder.layers_
 PARROTS = Path(__file__).resolve().parents[1] / "data" / "kodim23-384x256.png"
 
 
-def decode_in_a_fresh_process(bitstream: Path, threads: int, out: Path) -> tuple[list[str], np.ndarray]:
+def decode_in_a_fresh_process(
+    bitstream: Path, threads: int, out: Path, runtime: str = "onnx"
+) -> tuple[list[str], np.ndarray]:
     result = subprocess.run(
-        [sys.executable, "-c", DECODE_SCRIPT, str(DEFAULT_WEIGHTS), str(bitstream), str(threads), str(out)],
+        [sys.executable, "-c", DECODE_SCRIPT, str(DEFAULT_WEIGHTS), str(bitstream), str(threads), str(out), runtime],
         capture_output=True,
         text=True,
         check=True,
@@ -304,23 +306,27 @@ def decode_in_a_fresh_process(bitstream: Path, threads: int, out: Path) -> tuple
     return result.stdout.split(), np.load(out)
 
 
-def test_symbols_are_identical_and_pixels_within_one_across_processes_and_thread_counts(tmp_path: Path) -> None:
-    """The shipped weights on a Kodak picture, where float32 rounding really differs between thread counts."""
+def test_symbols_are_identical_and_pixels_within_one_across_processes_thread_counts_and_runtimes(
+    tmp_path: Path,
+) -> None:
+    """The shipped weights on a Kodak picture, where float32 rounding really differs between thread counts
+    (in torch) and between ONNX Runtime and torch."""
     shipped = load_model()
     bitstream = tmp_path / "parrots.bin"
     bitstream.write_bytes(encode(read_image(PARROTS), shipped))
     runs = {
-        threads: decode_in_a_fresh_process(bitstream, threads, tmp_path / f"{threads}.npy") for threads in (1, 2, 4)
+        (runtime, threads): decode_in_a_fresh_process(bitstream, threads, tmp_path / f"{runtime}{threads}.npy", runtime)
+        for runtime, threads in (("onnx", 1), ("onnx", 2), ("onnx", 4), ("torch", 1), ("torch", 2))
     }
-    symbols, pixels = runs[1]
+    symbols, pixels = runs[("onnx", 1)]
     assert len(symbols) == shipped.config.layers
-    for threads, (other_symbols, other_pixels) in runs.items():
-        assert other_symbols == symbols, f"{threads} threads decode other symbols"
+    for run, (other_symbols, other_pixels) in runs.items():
+        assert other_symbols == symbols, f"{run} decodes other symbols"
         difference = np.abs(other_pixels.astype(int) - pixels.astype(int))
-        assert difference.max() <= 1, f"{threads} threads: pixels differ by {difference.max()}"
-    # negative control: the tolerance is exercised (float32 does round differently with other thread
-    # counts), and a different bitstream gives different symbols at every layer
-    assert any(not np.array_equal(p, pixels) for _, p in runs.values()), "no thread count changed any pixel"
+        assert difference.max() <= 1, f"{run}: pixels differ by {difference.max()}"
+    # negative control: the tolerance is exercised (float32 does round differently in another runtime or
+    # with other thread counts), and a different bitstream gives different symbols at every layer
+    assert any(not np.array_equal(p, pixels) for _, p in runs.values()), "no run changed any pixel"
     other = tmp_path / "other.bin"
     other.write_bytes(encode(np.ascontiguousarray(read_image(PARROTS)[:, ::-1]), shipped))
     flipped_symbols, _ = decode_in_a_fresh_process(other, 1, tmp_path / "other.npy")

@@ -1,0 +1,147 @@
+"""The float networks at inference through ONNX Runtime, which ran them faster than torch on the CPU.
+
+Two graphs per model: the analysis (the encoder's lapped transform and ConvLSTM refiner) and the
+synthesis (the decoder's refiner and lapped transform), exported from the loaded weights. The exact
+entropy path (hyper-decoder, scale indexes, rANS) stays in torch float64, so the symbols are those
+of the torch path; pixels agree with it within ±1, the contract that holds across thread counts
+anyway (docs/format.md, Determinism). Training and the encoder-side search need gradients and keep
+the torch modules: `ScalableCodec` asks for these networks only when no gradient is being recorded.
+
+The lapped transforms export as a strided convolution and its transpose, the same sums as the
+unfold + matmul that torch runs faster; ONNX Runtime has both, and so does its web build.
+Exports are cached on disk under the model id (`$CODEC_ONNX_CACHE`, default
+`~/.cache/scalable-codec/onnx`), so a process exports each model once.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from codec.layers import LSTMState
+from codec.transforms import BLOCK, PADDING
+
+CACHE_ENV = "CODEC_ONNX_CACHE"
+OPSET = 17
+GRAPHS = ("analysis", "synthesis")
+
+
+class _AnalysisGraph(nn.Module):
+    """Residual (N, 3, H, W) and the encoder's LSTM state to latents before the per-layer gain."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, residual: Tensor, hidden: Tensor, cell: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        coefficients = F.conv2d(residual, self.encoder.analysis.weight, stride=BLOCK, padding=PADDING)
+        latents, (hidden, cell) = self.encoder.refiner(coefficients, (hidden, cell))
+        return latents, hidden, cell
+
+
+class _SynthesisGraph(nn.Module):
+    """Scaled latents (N, C, h, w) and the decoder's LSTM state to the layer's increment."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, latents: Tensor, hidden: Tensor, cell: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        coefficients, (hidden, cell) = self.decoder.refiner(latents, (hidden, cell))
+        increment = F.conv_transpose2d(coefficients, self.decoder.synthesis.weight, stride=BLOCK, padding=PADDING)
+        return increment, hidden, cell
+
+
+def export_graph(model: nn.Module, name: str) -> bytes:
+    """One graph of `model` (a ScalableCodec) as ONNX bytes, with free batch and picture sizes."""
+    config = model.config
+    hidden = torch.zeros(1, config.rnn_channels, 4, 4)
+    if name == "analysis":
+        graph, first = _AnalysisGraph(model.encoder), torch.zeros(1, 3, 4 * BLOCK, 4 * BLOCK)
+    elif name == "synthesis":
+        graph, first = _SynthesisGraph(model.decoder), torch.zeros(1, config.latent_channels, 4, 4)
+    else:
+        raise ValueError(f"no graph {name!r}; the graphs are {GRAPHS}")
+    sizes = {0: "tiles", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter announces its successor on every call
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph.float().eval(),
+            (first, hidden, hidden),
+            buffer,
+            input_names=["input", "hidden", "cell"],
+            output_names=["output", "next_hidden", "next_cell"],
+            dynamic_axes={n: sizes for n in ("input", "hidden", "cell", "output", "next_hidden", "next_cell")},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scalable-codec" / "onnx")
+
+
+def graph_bytes(model: nn.Module, name: str) -> bytes:
+    """The graph from the cache, else exported (and cached when the cache can be written)."""
+    path = cache_dir() / model.model_id.hex() / f"{name}.onnx"
+    if path.is_file():
+        return path.read_bytes()
+    data = export_graph(model, name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+    except OSError:
+        pass  # a read-only home: export again next time
+    return data
+
+
+class OnnxNetwork:
+    """One graph as a callable like the torch module it replaces: (input, state) -> (output, state)."""
+
+    def __init__(self, data: bytes, hidden_channels: int, threads: int) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # no spinning: model workers and other processes share the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.hidden_channels = hidden_channels
+
+    def __call__(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        if state is None:
+            n, _, height, width = x.shape
+            if x.shape[1] == 3:  # the analysis sees pixels: its state is at 1/16
+                height, width = height // BLOCK, width // BLOCK
+            zeros = np.zeros((n, self.hidden_channels, height, width), dtype=np.float32)
+            hidden, cell = zeros, zeros
+        else:
+            hidden, cell = (s.numpy() for s in state)
+        feeds = {"input": x.float().contiguous().numpy(), "hidden": hidden, "cell": cell}
+        output, hidden, cell = self.session.run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        return torch.from_numpy(output), (torch.from_numpy(hidden), torch.from_numpy(cell))
+
+
+class InferenceNetworks:
+    """The analysis and synthesis of one loaded model through ONNX Runtime, built on first use."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        self._networks: dict[str, OnnxNetwork] = {}
+
+    def network(self, name: str) -> OnnxNetwork:
+        if name not in self._networks:
+            data = graph_bytes(self._model, name)
+            self._networks[name] = OnnxNetwork(data, self._model.config.rnn_channels, torch.get_num_threads())
+        return self._networks[name]
