@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readme", type=Path, default=report.README, help="where the headline rows go")
     sub = parser.add_subparsers(dest="command")
     one = sub.add_parser("measure", help="measure one configuration in this process; prints JSON")
-    one.add_argument("--codec", choices=("ours", "jpeg2000", "bmshj"), required=True)
+    one.add_argument("--codec", choices=("ours", "ours-torch", "jpeg2000", "bmshj"), required=True)
     one.add_argument("--width", type=int, required=True)
     one.add_argument("--height", type=int, required=True)
     one.add_argument("--threads", type=int, default=1)

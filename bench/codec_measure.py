@@ -130,11 +130,11 @@ def _median_bpp(sizes: list[list[int]], pixels: int) -> list[float]:
     return [statistics.mean(run[i] for run in sizes) * 8 / pixels for i in range(len(sizes[0]))]
 
 
-def measure_ours(pictures: list[np.ndarray], repeats: int, weights: str | None) -> dict:
+def measure_ours(pictures: list[np.ndarray], repeats: int, weights: str | None, runtime: str = "onnx") -> dict:
     from codec.api import Decoder, encode, load_model
     from codec.container import parse_header
 
-    model = load_model(weights)
+    model = load_model(weights, runtime=runtime)
     warm = encode(pictures[0][:WARM_UP_SIDE, :WARM_UP_SIDE], model)
     Decoder(warm, model).decode()
     baseline = start_phase()
@@ -272,6 +272,8 @@ def measure(
     pictures = test_pictures(images, count, size)
     if codec == "ours":
         figures = measure_ours(pictures, repeats, weights)
+    elif codec == "ours-torch":
+        figures = measure_ours(pictures, repeats, weights, runtime="torch")
     elif codec == "jpeg2000":
         figures = measure_jpeg2000(pictures, repeats, rates)
     else:
@@ -321,12 +323,19 @@ def run_configuration(label: str, codec: str, size: Size, threads: int, plan: Pl
     return Outcome(label, size, threads, timings)
 
 
+# The runtime that lost (torch, against ONNX Runtime), measured again beside ours at Kodak size.
+TORCH_LABEL = "ours, torch"
+
+
 def run_all(plan: Plan) -> list[Outcome]:
-    """Ours at every size and thread count, JPEG 2000 at our rates, bmshj at every quality."""
+    """Ours at every size and thread count (and at Kodak size with torch instead of ONNX Runtime), JPEG 2000
+    at our rates, bmshj at every quality."""
     outcomes = []
     for size in plan.sizes:
         ours = [run_configuration("ours", "ours", size, t, plan, []) for t in plan.threads]
         outcomes += ours
+        if (size.width, size.height) == KODAK_SIZE:
+            outcomes += [run_configuration(TORCH_LABEL, "ours-torch", size, t, plan, []) for t in plan.threads]
         reference = next((o.timings for o in ours if o.timings), None)
         if reference is not None:
             rates = [f"{rate:.5f}" for rate in reference.bpp]

@@ -11,7 +11,7 @@ import statistics
 from collections.abc import Callable
 
 from bench import report
-from bench.codec_measure import KODAK_SIZE, PROFILE_RATE, Outcome, Plan, Profile, Size, Timings, Weights
+from bench.codec_measure import KODAK_SIZE, PROFILE_RATE, TORCH_LABEL, Outcome, Plan, Profile, Size, Timings, Weights
 from bench.processes import REPO
 from codec.container import DEFAULT_TILE_SIZE
 
@@ -78,13 +78,15 @@ def _dtype() -> str:
 
 
 def ours_name() -> str:
-    """Our row's name: the codec and the float type its networks run in."""
-    return f"ours ({_dtype()})"
+    """Our row's name: the codec, the float type its networks run in and the runtime that runs them."""
+    return f"ours ({_dtype()}, ONNX Runtime)"
 
 
 def _codec_name(label: str, t: Timings | None) -> str:
     if label == "ours":
         return ours_name()
+    if label == TORCH_LABEL:
+        return f"ours ({_dtype()}, torch: the runtime not chosen)"
     if label == "jpeg2000":
         layers = len(t.decode[0]) if t else "?"
         return f"JPEG 2000, {layers} quality layers"
@@ -97,14 +99,15 @@ def _codec_name(label: str, t: Timings | None) -> str:
 
 def kodak_table(outcomes: list[Outcome], plan: Plan, size: Size) -> str:
     rows = []
-    labels = ["ours", "jpeg2000"] + [f"bmshj q{q}" for q in plan.bmshj_qualities]
+    labels = ["ours", TORCH_LABEL, "jpeg2000"] + [f"bmshj q{q}" for q in plan.bmshj_qualities]
     for label in labels:
         for threads in [1] if label == "jpeg2000" else plan.threads:
             t = find(outcomes, label, size, threads)
             ours = find(outcomes, "ours", size, threads)
             if t is None and not any(o.label == label and o.size == size for o in outcomes):
                 continue
-            further = median_further_layer(t) if t is not None and label == "ours" else None
+            ours_like = label in ("ours", TORCH_LABEL)
+            further = median_further_layer(t) if t is not None and ours_like else None
             compared = label != "ours" and t is not None and ours is not None
             rows.append(
                 [
@@ -112,7 +115,7 @@ def kodak_table(outcomes: list[Outcome], plan: Plan, size: Size) -> str:
                     str(threads),
                     _cell(t, median_encode),
                     _cell(t, _first_layer),
-                    report.seconds(further) if label == "ours" else "—",
+                    report.seconds(further) if ours_like else "—",
                     _cell(t, median_all_layers),
                     report.mebibytes(max(t.encode_peak_rss, t.decode_peak_rss)) if t else "failed",
                     _ratio(ours, t, median_encode) if compared else "—",

@@ -44,10 +44,11 @@ def render(levels: list[Level], jpeg2000: Curve, jpeg2000_seconds: float, paths:
     names = ", ".join(p.stem for p in paths)
     return (
         "## Encoder effort levels\n\n"
-        f"`{command}` ({len(paths)} images of {paths[0].parent.name}/: {names}; {threads} torch threads). Each level encodes the "
-        "same images with real container bytes; `codec.search` describes the search. BD-rate is PSNR-RGB over "
-        f"the mean curves; JPEG 2000 is {JPEG2000_TUNED} through Pillow, measured on the same images in this "
-        f"run ({jpeg2000_seconds * 1000:.0f} ms per image and rate). The decoder is the same at every level.\n\n"
+        f"`{command}` ({len(paths)} images of {paths[0].parent.name}/: {names}; {threads} torch threads). "
+        "Each level encodes the same images with real container bytes; `codec.search` describes the search. "
+        f"BD-rate is PSNR-RGB over the mean curves; JPEG 2000 is {JPEG2000_TUNED} through Pillow, "
+        f"measured on the same images in this run ({jpeg2000_seconds * 1000:.0f} ms per image and rate). "
+        "The decoder is the same at every level.\n\n"
         + report.table(headers, rows, right=[1, 4, 5, 6, 7, 8])
         + "\n"
         + machine
