@@ -1,0 +1,150 @@
+"""The exact entropy-parameter path of a model as data for the browser's decoder (static/decoder/entropy.js).
+
+A browser that decodes a file itself has to derive, layer by layer, exactly the CDF row of every latent
+that the Python decoder derives, or its rANS symbols are garbage from the first wrong row on. Those rows
+come from the hyper-decoder in exact mode (`ScalableCodec.entropy_parameters`, `quantized_scale_index`),
+whose arithmetic is exact in float64 (`codec/exact.py`): given the same numbers on the grid, any correct
+implementation gets the same results in any order. This module writes those numbers: the hyper-decoder's
+`ExactConv2d` weights and biases already snapped to the weight grid, the per-layer scale-index offsets and
+history weights snapped as `entropy_parameters` and `_history_scale` snap them, the side models' medians,
+the constants of the grid, and the rANS tables the coder reads (`codec/rans_tables.py`). Everything on a
+grid is stored as integer numerators over 2**bits, so nothing is lost on the way; the medians are float32
+values, written as the float64 numbers that hold them exactly.
+
+The data belong to one set of weights and are useless with any other: they carry the model id, and the
+browser refuses a file written by other weights (as `codec.api.Decoder` does). Serve it beside the
+weights, under the model id.
+
+The shipped weights' export is 1.5 MB of JSON (0.86 MB gzipped; 0.49 M numerators as base64 int16); see
+static/decoder/README.md for the measured sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from codec import exact, rans
+from codec.model import (
+    HISTORY_MAGNITUDE_LIMIT,
+    LATENT_STRIDE,
+    SCALE_LEVELS,
+    SIDE_STRIDE,
+    ScalableCodec,
+)
+from codec.rans_tables import tables_json
+
+FORMAT = "scalable-codec-entropy-path"
+VERSION = 1
+# The hyper-decoder's exact convolutions, in the order its forward runs them.
+CONVOLUTIONS = ("up32", "up16", "history", "gate", "candidate", "mix", "params")
+
+
+def _numerators(values: Tensor, bits: int) -> np.ndarray:
+    """`values` (multiples of 2**-bits) as their integer numerators; refuses anything off the grid."""
+    scaled = values.detach().cpu().double() * float(2**bits)
+    numerators = torch.round(scaled)
+    if not torch.equal(numerators, scaled):
+        raise ValueError(f"values off the 2**-{bits} grid")
+    return numerators.to(torch.int64).numpy()
+
+
+def _packed(values: Tensor, bits: int) -> dict:
+    """A tensor on the 2**-bits grid as {shape, bits, dtype, base64}: little-endian int16 when every
+    numerator fits, else int32, in the tensor's (C-contiguous) order."""
+    numerators = _numerators(values, bits)
+    dtype = "int16" if np.abs(numerators).max(initial=0) <= np.iinfo(np.int16).max else "int32"
+    if np.abs(numerators).max(initial=0) > np.iinfo(np.int32).max:
+        raise ValueError("a numerator does not fit in int32")
+    data = np.ascontiguousarray(numerators, dtype="<i2" if dtype == "int16" else "<i4").tobytes()
+    return {"shape": list(numerators.shape), "bits": bits, "dtype": dtype, "base64": base64.b64encode(data).decode()}
+
+
+@torch.no_grad()
+def export_entropy_path(model: ScalableCodec) -> dict:
+    """What static/decoder/entropy.js needs to reproduce `entropy_parameters` in exact mode, then
+    `quantized_scale_index`, for every layer, and to decode the side and latent strings: a
+    JSON-serialisable dict (`json.dumps` it as it is). Models with a frequency context are refused."""
+    config = model.config
+    if config.context_channels:
+        raise ValueError(
+            f"the browser's entropy path has no frequency context; this model has context_channels "
+            f"{config.context_channels}"
+        )
+    model_id = getattr(model, "model_id", None)
+    if model_id is None:
+        raise ValueError("the model has no model id: load it with codec.api.load_model or fresh_model")
+    decoder = model.hyper_decoder
+    convolutions = {}
+    for name in CONVOLUTIONS:
+        convolution: exact.ExactConv2d = getattr(decoder, name)
+        weight, bias = convolution._exact_parameters()
+        convolutions[name] = {
+            "in_channels": convolution.in_channels,
+            "out_channels": convolution.out_channels,
+            "kernel_size": convolution.kernel_size[0],
+            "padding": convolution.padding[0],
+            "weight": _packed(weight, exact.WEIGHT_BITS),
+            "bias": _packed(bias, exact.WEIGHT_BITS),
+        }
+    # snapped exactly as entropy_parameters and _history_scale snap them (in the parameters' dtype)
+    offsets = exact.to_grid(model.scale_index_offset, exact.ACTIVATION_BITS, SCALE_LEVELS, True)
+    history_weights = exact.to_grid(model.history_scale_weights, exact.WEIGHT_BITS, exact.WEIGHT_LIMIT, True)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_id": model_id.hex(),
+        "constants": {
+            "weight_bits": exact.WEIGHT_BITS,
+            "activation_bits": exact.ACTIVATION_BITS,
+            "weight_limit": exact.WEIGHT_LIMIT,
+            "activation_limit": exact.ACTIVATION_LIMIT,
+            "max_terms": exact.MAX_TERMS,
+            "scale_levels": SCALE_LEVELS,
+            "history_magnitude_limit": HISTORY_MAGNITUDE_LIMIT,
+            "latent_stride": LATENT_STRIDE,
+            "side_stride": SIDE_STRIDE,
+        },
+        "config": {
+            "layers": config.layers,
+            "latent_channels": config.latent_channels,
+            "hyper_channels": config.hyper_channels,
+            "history_channels": config.history_channels,
+            "side_channels": config.side_channels,
+            "context_channels": config.context_channels,
+        },
+        "hyper_decoder": convolutions,
+        # (layers, latent_channels) over 2**activation_bits
+        "scale_index_offset": _numerators(offsets, exact.ACTIVATION_BITS).tolist(),
+        # (layers, 3, latent_channels) over 2**weight_bits: previous symbol non-zero, its magnitude, significance
+        "history_scale_weights": _numerators(history_weights, exact.WEIGHT_BITS).tolist(),
+        # (layers, side_channels): float32 values, exact as JSON numbers
+        "side_medians": [rans.side_medians(side).reshape(-1).float().tolist() for side in model.side_models],
+        "rans": {
+            "latent": tables_json(model.latent_model),
+            "side": [tables_json(side) for side in model.side_models],
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m codec.web_export OUT.json [--weights PATH]`: write a model's export and print its size."""
+    from codec.api import load_model
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--weights", type=Path, default=None)
+    arguments = parser.parse_args(argv)
+    text = json.dumps(export_entropy_path(load_model(arguments.weights, runtime="torch")), separators=(",", ":"))
+    arguments.output.write_text(text)
+    print(f"{arguments.output}: {len(text)} bytes")
+
+
+if __name__ == "__main__":
+    main()

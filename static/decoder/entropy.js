@@ -1,0 +1,398 @@
+// The exact entropy-parameter path in the browser: for each tile, layer by layer, the CDF row and the mean
+// of every latent, exactly as the Python decoder derives them (ScalableCodec.entropy_parameters in exact
+// mode, then quantized_scale_index), and with them every layer's side and latent symbols decoded from the
+// file (container.js, rans.js). The data come from codec/web_export.py, bound to one model id.
+//
+// Only what the entropy path needs is here: the hyper-decoder and the history of the symbols. The
+// synthesis network (the pixels) is not. Models with a frequency context are refused.
+
+import { CodecError, CorruptLayerError, crc32, parseHeader, splitPayload, tilePayload } from "./container.js";
+import {
+  ACTIVATION_BITS,
+  ACTIVATION_LIMIT,
+  ExactConvolution,
+  MAX_TERMS,
+  WEIGHT_BITS,
+  WEIGHT_LIMIT,
+  activation,
+  activationInPlace,
+  clampInPlace,
+  concatenate,
+  hardSigmoid,
+  pixelShuffle2,
+  reluInPlace,
+  roundHalfEven,
+} from "./exact.js";
+import { RansDecoder, RansTables } from "./rans.js";
+
+export const EXPORT_FORMAT = "scalable-codec-entropy-path";
+export const EXPORT_VERSION = 1;
+const CONVOLUTIONS = ["up32", "up16", "history", "gate", "candidate", "mix", "params"];
+
+/** A file written by other weights than the export's (codec.errors.ModelMismatchError). */
+export class ModelMismatchError extends CodecError {}
+
+/** An export this decoder cannot use (wrong format or version, a frequency context, other constants). */
+export class EntropyPathError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "EntropyPathError";
+  }
+}
+
+function numerators({ shape, bits, dtype, base64 }) {
+  const text = atob(base64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  const view = new DataView(bytes.buffer);
+  const count = shape.reduce((a, b) => a * b, 1);
+  const width = dtype === "int16" ? 2 : dtype === "int32" ? 4 : 0;
+  if (!width) throw new EntropyPathError(`unknown dtype ${dtype}`);
+  if (bytes.length !== count * width) throw new EntropyPathError(`${bytes.length} bytes for ${count} ${dtype} values`);
+  const values = new Float64Array(count);
+  const scale = 2 ** bits;
+  for (let i = 0; i < count; i++) {
+    values[i] = (width === 2 ? view.getInt16(2 * i, true) : view.getInt32(4 * i, true)) / scale;
+  }
+  return values;
+}
+
+function sameConstant(name, got, expected) {
+  if (got !== expected) throw new EntropyPathError(`export has ${name} ${got}; this decoder computes with ${expected}`);
+}
+
+/**
+ * The entropy path of one model, from the JSON that codec/web_export.py writes (`export_entropy_path`):
+ * the hyper-decoder's convolutions on the weight grid, per-layer scale offsets and history weights, side
+ * medians, and the rANS tables of the latents and of every layer's side information.
+ */
+export class EntropyPath {
+  constructor(json) {
+    if (json.format !== EXPORT_FORMAT || json.version !== EXPORT_VERSION) {
+      throw new EntropyPathError(
+        `not an entropy-path export of version ${EXPORT_VERSION} (${json.format} ${json.version})`,
+      );
+    }
+    const { config, constants } = json;
+    if (config.context_channels) {
+      throw new EntropyPathError(
+        `this model has a frequency context (context_channels ${config.context_channels}); ` +
+          "the browser decoder has none",
+      );
+    }
+    sameConstant("weight_bits", constants.weight_bits, WEIGHT_BITS);
+    sameConstant("activation_bits", constants.activation_bits, ACTIVATION_BITS);
+    sameConstant("weight_limit", constants.weight_limit, WEIGHT_LIMIT);
+    sameConstant("activation_limit", constants.activation_limit, ACTIVATION_LIMIT);
+    sameConstant("max_terms", constants.max_terms, MAX_TERMS);
+    this.modelId = json.model_id;
+    this.layers = config.layers;
+    this.latentChannels = config.latent_channels;
+    this.hyperChannels = config.hyper_channels;
+    this.historyChannels = config.history_channels;
+    this.sideChannels = config.side_channels;
+    this.scaleLevels = constants.scale_levels;
+    this.historyMagnitudeLimit = constants.history_magnitude_limit;
+    this.latentStride = constants.latent_stride;
+    this.sideStride = constants.side_stride;
+    const m = this.latentChannels;
+    const h = this.hyperChannels;
+    const joint = 2 * h + this.historyChannels;
+    // HyperDecoder's convolutions: [in, out, kernel]
+    const shapes = {
+      up32: [this.sideChannels, 4 * h, 3],
+      up16: [h, 4 * h, 3],
+      history: [2 * m, this.historyChannels, 1],
+      gate: [joint, h, 3],
+      candidate: [joint, h, 3],
+      mix: [joint, 2 * h, 1],
+      params: [2 * h, 2 * m, 1],
+    };
+    this.convolutions = {};
+    for (const name of CONVOLUTIONS) {
+      const c = json.hyper_decoder[name];
+      const shape = [c.in_channels, c.out_channels, c.kernel_size];
+      if (shape.join() !== shapes[name].join() || c.padding !== c.kernel_size >> 1) {
+        throw new EntropyPathError(`${name}: ${shape.join("x")} padding ${c.padding}, not the hyper-decoder's`);
+      }
+      if (c.weight.bits !== WEIGHT_BITS || c.bias.bits !== WEIGHT_BITS) {
+        throw new EntropyPathError(`${name}: not on the weight grid`);
+      }
+      this.convolutions[name] = new ExactConvolution({
+        inChannels: c.in_channels,
+        outChannels: c.out_channels,
+        kernelSize: c.kernel_size,
+        weight: numerators(c.weight),
+        bias: numerators(c.bias),
+      });
+    }
+    const perLayer = (rows, width, what) => {
+      if (rows.length !== this.layers || rows.some((row) => row.flat().length !== width)) {
+        throw new EntropyPathError(`${what}: not ${this.layers} layers of ${width}`);
+      }
+    };
+    perLayer(json.scale_index_offset, m, "scale_index_offset");
+    perLayer(json.history_scale_weights, 3 * m, "history_scale_weights");
+    perLayer(json.side_medians, this.sideChannels, "side_medians");
+    // the offsets as entropy_parameters snaps them (2^-10 grid within ±SCALE_LEVELS), the history weights
+    // as _history_scale does (the weight grid)
+    this.scaleIndexOffset = json.scale_index_offset.map((row) =>
+      Float64Array.from(row, (n) => n / 2 ** ACTIVATION_BITS),
+    );
+    this.historyScaleWeights = json.history_scale_weights.map((rows) =>
+      rows.map((row) => Float64Array.from(row, (n) => n / 2 ** WEIGHT_BITS)),
+    );
+    this.sideMedians = json.side_medians.map((row) => Float64Array.from(row, Math.fround));
+    this.latentTables = new RansTables(json.rans.latent);
+    if (this.latentTables.rows !== this.scaleLevels) {
+      throw new EntropyPathError(`${this.latentTables.rows} latent CDF rows for ${this.scaleLevels} scale levels`);
+    }
+    if (json.rans.side.length !== this.layers) throw new EntropyPathError(`${json.rans.side.length} side models`);
+    this.sideTables = json.rans.side.map((tables) => new RansTables(tables));
+    for (const tables of this.sideTables) {
+      if (tables.rows !== this.sideChannels) throw new EntropyPathError(`a side model of ${tables.rows} rows`);
+    }
+  }
+
+  /** A tile's recurrent state before its first layer; `height` and `width` padded (multiples of 64). */
+  newTile(height, width) {
+    return new TileEntropyState(this, height, width);
+  }
+
+  /** The CDF row of every side symbol of a (height, width) tile: c for channel c (codec.rans.side_indexes). */
+  sideIndexes(height, width) {
+    const plane = (height / this.sideStride) * (width / this.sideStride);
+    const indexes = new Int32Array(this.sideChannels * plane);
+    for (let c = 0; c < this.sideChannels; c++) indexes.fill(c, c * plane, (c + 1) * plane);
+    return indexes;
+  }
+
+  /**
+   * Decode `layers` layers (default: every complete one in `file`) of tile `tile` of `file` (a Uint8Array,
+   * any prefix of a container) entirely here: the side symbols (rANS with the side indexes), the entropy
+   * parameters (`nextLayer`), the latent symbols (rANS with those rows), the history (`afterLayer`).
+   * Continues from `state` (a tile's TileEntropyState at an earlier layer) when given. Returns the state
+   * and, per layer, {layer, sideSymbols, latentSymbols, scaleIndexes, means, scaleIndex, checksum,
+   * overran, exactMs, ransMs}: `checksum` is codec.coding.symbol_checksum of the layer's symbols.
+   */
+  decodeTileSymbols(file, tile, layers = undefined, state = undefined) {
+    const header = parseHeader(file);
+    if (header.modelId !== this.modelId) {
+      throw new ModelMismatchError(`file needs model ${header.modelId}, loaded model is ${this.modelId}`);
+    }
+    const place = header.tiles[tile];
+    if (!place) throw new RangeError(`tile ${tile} outside 0..${header.tileCount - 1}`);
+    const target = layers === undefined ? header.layersWithin(file.length) : layers;
+    if (!(Number.isInteger(target) && target >= 1 && target <= Math.min(header.layerCount, this.layers))) {
+      throw new RangeError(`layers must be within 1..${Math.min(header.layerCount, this.layers)}`);
+    }
+    const height = Math.ceil(place.height / this.sideStride) * this.sideStride;
+    const width = Math.ceil(place.width / this.sideStride) * this.sideStride;
+    const tileState = state ?? this.newTile(height, width);
+    if (tileState.height !== height || tileState.width !== width) {
+      throw new RangeError(`a state of ${tileState.width}x${tileState.height} for a tile of ${width}x${height}`);
+    }
+    const sideIndexes = this.sideIndexes(height, width);
+    const results = [];
+    while (tileState.layer < target) {
+      const layer = tileState.layer + 1;
+      const { side, latent } = splitPayload(tilePayload(header, file, layer, tile), layer);
+      let started = performance.now();
+      const sideDecoder = new RansDecoder();
+      sideDecoder.setStream(side);
+      const sideSymbols = sideDecoder.decodeStream(sideIndexes, this.sideTables[layer - 1]);
+      let ransMs = performance.now() - started;
+      started = performance.now();
+      const { scaleIndexes, means, scaleIndex } = tileState.nextLayer(sideSymbols);
+      const exactMs = performance.now() - started;
+      started = performance.now();
+      const latentDecoder = new RansDecoder();
+      latentDecoder.setStream(latent);
+      const latentSymbols = latentDecoder.decodeStream(scaleIndexes, this.latentTables);
+      ransMs += performance.now() - started;
+      tileState.afterLayer(latentSymbols);
+      results.push({
+        layer,
+        sideSymbols,
+        latentSymbols,
+        scaleIndexes,
+        means,
+        scaleIndex,
+        checksum: symbolChecksum(sideSymbols, latentSymbols),
+        overran: sideDecoder.overran || latentDecoder.overran,
+        exactMs,
+        ransMs,
+      });
+    }
+    return {
+      tile,
+      width: place.width,
+      height: place.height,
+      paddedWidth: width,
+      paddedHeight: height,
+      state: tileState,
+      layers: results,
+    };
+  }
+}
+
+/** `path.decodeTileSymbols(file, tile, layers, state)`: every layer's symbols of one tile, decoded here. */
+export function decodeTileSymbols(path, file, tile, layers = undefined, state = undefined) {
+  return path.decodeTileSymbols(file, tile, layers, state);
+}
+
+/**
+ * The exact path's recurrent state of one tile (the entropy part of codec.model.RecurrentState): the
+ * hyper-decoder state, the previous layer's latents (symbols + means), the symbols' magnitudes and
+ * significance. `nextLayer` then `afterLayer`, once per layer, in order.
+ */
+export class TileEntropyState {
+  constructor(path, height, width) {
+    if (!(height > 0 && width > 0 && height % path.sideStride === 0 && width % path.sideStride === 0)) {
+      throw new RangeError(`tile of ${width}x${height}: not a positive multiple of ${path.sideStride}`);
+    }
+    this.path = path;
+    this.height = height;
+    this.width = width;
+    this.latentHeight = height / path.latentStride;
+    this.latentWidth = width / path.latentStride;
+    this.sideHeight = height / path.sideStride;
+    this.sideWidth = width / path.sideStride;
+    const plane = this.latentHeight * this.latentWidth;
+    this.layer = 0; // layers completed (RecurrentState.layer)
+    this.hyperDecoder = new Float64Array(path.hyperChannels * plane); // initial_state: zeros
+    this.previousLatents = null; // none before the first layer: zeros
+    this.previousMagnitudes = null;
+    this.significance = null;
+    this.means = null;
+    this.pending = false; // nextLayer ran, afterLayer not yet
+  }
+
+  /**
+   * ScalableCodec.entropy_parameters(side_hat, state, exact_mode=True) then quantized_scale_index, for
+   * layer `this.layer + 1`, from its side symbols (Int32Array, (side_channels, h/64, w/64)). Updates the
+   * hyper-decoder state. Returns {scaleIndexes: Int32Array (the CDF row of every latent, (C, h/16, w/16)
+   * order), means: Float64Array, scaleIndex: Float64Array (before rounding)}.
+   */
+  nextLayer(sideSymbols) {
+    const path = this.path;
+    const k = this.layer;
+    if (k >= path.layers) throw new RangeError(`the model has ${path.layers} layers`);
+    if (this.pending) throw new Error("afterLayer was not called after the last nextLayer");
+    const { latentHeight: lh, latentWidth: lw, sideHeight: sh, sideWidth: sw } = this;
+    const plane = lh * lw;
+    const m = path.latentChannels;
+    const sideCount = path.sideChannels * sh * sw;
+    if (sideSymbols.length !== sideCount) {
+      throw new CorruptLayerError(`${sideSymbols.length} side symbols for ${sideCount}`);
+    }
+    const c = path.convolutions;
+
+    // side_hat = symbols + medians, in float32 as codec.coding computes it; then activation
+    const side = new Float64Array(sideCount);
+    const medians = path.sideMedians[k];
+    const sidePlane = sh * sw;
+    for (let i = 0; i < sideCount; i++) {
+      side[i] = activation(Math.fround(Math.fround(sideSymbols[i]) + medians[(i / sidePlane) | 0]));
+    }
+
+    // HyperDecoder.forward in exact mode
+    const previous = new Float64Array(m * plane);
+    if (this.previousLatents) {
+      previous.set(this.previousLatents);
+      activationInPlace(previous);
+    }
+    const h = path.hyperChannels;
+    let u = pixelShuffle2(reluInPlace(c.up32.forward(side, sh, sw)), h, sh, sw);
+    u = pixelShuffle2(reluInPlace(c.up16.forward(u, 2 * sh, 2 * sw)), h, 2 * sh, 2 * sw);
+    const magnitudes = new Float64Array(m * plane);
+    for (let i = 0; i < magnitudes.length; i++) magnitudes[i] = Math.abs(previous[i]);
+    const history = reluInPlace(c.history.forward(concatenate(previous, magnitudes), lh, lw));
+    const state = this.hyperDecoder;
+    const joint = concatenate(u, history, state);
+    const gate = c.gate.forward(joint, lh, lw);
+    for (let i = 0; i < gate.length; i++) gate[i] = hardSigmoid(gate[i]);
+    const candidate = clampInPlace(c.candidate.forward(joint, lh, lw), -1.0, 1.0);
+    const next = new Float64Array(state.length);
+    for (let i = 0; i < next.length; i++) next[i] = activation(state[i] + gate[i] * (candidate[i] - state[i]));
+    const features = reluInPlace(c.mix.forward(concatenate(u, history, next), lh, lw));
+    const parameters = c.params.forward(features, lh, lw);
+    this.hyperDecoder = next;
+
+    // scale_index + SCALE_LEVELS // 2 + offset + _history_scale; every term on the 2^-10 grid
+    const scaleIndex = parameters.slice(0, m * plane);
+    const means = parameters.slice(m * plane);
+    const centre = Math.floor(path.scaleLevels / 2);
+    const offset = path.scaleIndexOffset[k];
+    const weights = path.historyScaleWeights[k];
+    const limit = path.historyMagnitudeLimit;
+    for (let ch = 0; ch < m; ch++) {
+      const o = offset[ch];
+      const w0 = weights[0][ch];
+      const w1 = weights[1][ch];
+      const w2 = weights[2][ch];
+      for (let p = ch * plane; p < (ch + 1) * plane; p++) {
+        let history = 0;
+        if (this.previousMagnitudes) {
+          const magnitude = this.previousMagnitudes[p];
+          const nonZero = magnitude > 0 ? 1 : 0;
+          history = activation(w0 * nonZero + w1 * Math.min(magnitude, limit) + w2 * this.significance[p]);
+        }
+        scaleIndex[p] = scaleIndex[p] + centre + o + history;
+      }
+    }
+    // quantized_scale_index: round (halves to even), clamp to the table
+    const scaleIndexes = new Int32Array(m * plane);
+    const top = path.scaleLevels - 1;
+    for (let p = 0; p < scaleIndexes.length; p++) {
+      const r = roundHalfEven(scaleIndex[p]);
+      scaleIndexes[p] = r < 0 ? 0 : r > top ? top : r;
+    }
+    this.means = means;
+    this.pending = true;
+    return { scaleIndexes, means, scaleIndex };
+  }
+
+  /**
+   * What ScalableCodec.synthesise does to the exact path's state, given the layer's latent symbols
+   * (Int32Array, as `nextLayer`'s indexes): previous_latents = symbols + means, previous_magnitudes =
+   * |symbols|, significance = whether any layer so far sent a non-zero symbol there. The layer is done.
+   */
+  afterLayer(latentSymbols) {
+    if (!this.pending) throw new Error("nextLayer was not called");
+    const means = this.means;
+    if (latentSymbols.length !== means.length) {
+      throw new CorruptLayerError(`${latentSymbols.length} latent symbols for ${means.length}`);
+    }
+    const latents = new Float64Array(means.length);
+    const magnitudes = new Float64Array(means.length);
+    const significance = this.significance ?? new Float64Array(means.length);
+    for (let i = 0; i < latents.length; i++) {
+      latents[i] = latentSymbols[i] + means[i]; // exact: an integer plus a multiple of 2^-10 below 2^8
+      magnitudes[i] = Math.abs(roundHalfEven(latents[i] - means[i])); // = |symbol|, as synthesise computes it
+      if (magnitudes[i] > 0) significance[i] = 1;
+    }
+    this.previousLatents = latents;
+    this.previousMagnitudes = magnitudes;
+    this.significance = significance;
+    this.pending = false;
+    this.layer += 1;
+  }
+}
+
+function littleEndianBytes(values) {
+  const bytes = new Uint8Array(4 * values.length);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < values.length; i++) view.setInt32(4 * i, values[i], true);
+  return bytes;
+}
+
+/** codec.coding.symbol_checksum: CRC-32 of a layer's symbols, int32 little-endian, side then latents. */
+export function symbolChecksum(sideSymbols, latentSymbols) {
+  const side = littleEndianBytes(sideSymbols);
+  const latent = littleEndianBytes(latentSymbols);
+  const both = new Uint8Array(side.length + latent.length);
+  both.set(side);
+  both.set(latent, side.length);
+  return crc32(both);
+}

@@ -1,0 +1,333 @@
+// The fixed-point primitives of codec/exact.py in the browser, computing in float64 exactly what torch
+// computes there in float64 (exact mode), so that the hyper-decoder gives the very numbers the Python
+// decoder gives, bit for bit.
+//
+// Why this works in JavaScript at all: every value the exact path handles lies on a grid (weights are
+// multiples of 2^-12 with |w| <= 8, activations multiples of 2^-10 with |a| <= 256) and a convolution
+// has at most 2^11 terms per output, so every product and every partial sum is a multiple of 2^-22 below
+// 2^22 in magnitude: at most 44 significant bits, exactly representable in a float64. Exact sums do not
+// depend on their order. The convolution below therefore adds its terms in whatever order is fastest
+// here, and still gets torch's result to the last bit. Keep it that way: any operation added to this
+// path must keep every intermediate on such a grid (no division other than by powers of two, no
+// transcendental functions, no float32), or the browser and Python will disagree.
+//
+// The one rounding that differs between the languages: torch.round rounds halves to even, Math.round
+// rounds them up. `roundHalfEven` is torch's; ties are common here (a sum on the 2^-22 grid snapped to
+// 2^-10, a scale index on the 2^-10 grid rounded to an integer).
+
+export const WEIGHT_BITS = 12;
+export const ACTIVATION_BITS = 10;
+export const WEIGHT_LIMIT = 8.0; // |w| <= 2^3
+export const ACTIVATION_LIMIT = 256.0; // |a| <= 2^8
+export const MAX_TERMS = 2 ** 11;
+
+const ACTIVATION_SCALE = 2 ** ACTIVATION_BITS;
+// Inputs with at least this share of zeros take the convolution that visits only the non-zero values
+// (measured in V8 on inputs like the hyper-decoder's: its last 1x1 convolution's input is about 80 %
+// zeros; inputs of 20-45 % zeros run faster through the register-tiled product, which still skips the
+// channels that are zero throughout).
+const SPARSE_FROM = 0.7;
+
+/** Round to the nearest integer, halves to even (torch.round, numpy.round); -0 stays -0 as in torch. */
+export function roundHalfEven(x) {
+  const r = Math.round(x); // halves up; r - x is exact for |x| < 2^52, and x is an integer beyond
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** torch.clamp(x, low, high). */
+export function clamp(x, low, high) {
+  return x < low ? low : x > high ? high : x;
+}
+
+/** codec.exact.to_grid(x, bits, limit, exact=True): multiples of 2^-bits within [-limit, limit]. */
+export function toGrid(x, bits, limit) {
+  const scale = 2 ** bits;
+  return roundHalfEven(clamp(x, -limit, limit) * scale) / scale;
+}
+
+/** codec.exact.activation in exact mode: the 2^-10 grid within ±256. */
+export function activation(x) {
+  return roundHalfEven(clamp(x, -ACTIVATION_LIMIT, ACTIVATION_LIMIT) * ACTIVATION_SCALE) / ACTIVATION_SCALE;
+}
+
+/** codec.exact.hard_sigmoid in exact mode: activation(clamp(x/4 + 1/2, 0, 1)). */
+export function hardSigmoid(x) {
+  return activation(clamp(x * 0.25 + 0.5, 0.0, 1.0));
+}
+
+/** F.relu (max(x, 0); -0 and 0 compare equal, so the sign of a zero never matters downstream). */
+export function relu(x) {
+  return x > 0 ? x : 0;
+}
+
+/** `activation` applied to every element of `values` (a Float64Array), in place; returns it. */
+export function activationInPlace(values) {
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    const c = x < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT : x > ACTIVATION_LIMIT ? ACTIVATION_LIMIT : x;
+    values[i] = roundHalfEven(c * ACTIVATION_SCALE) / ACTIVATION_SCALE;
+  }
+  return values;
+}
+
+/** `relu` applied to every element of `values`, in place; returns it. */
+export function reluInPlace(values) {
+  for (let i = 0; i < values.length; i++) if (!(values[i] > 0)) values[i] = 0;
+  return values;
+}
+
+/** `clamp(·, low, high)` applied to every element of `values`, in place; returns it. */
+export function clampInPlace(values, low, high) {
+  for (let i = 0; i < values.length; i++) values[i] = clamp(values[i], low, high);
+  return values;
+}
+
+/**
+ * One ExactConv2d's parameters, on the weight grid: `weight` (out, in, k, k) and `bias` (out) as
+ * Float64Arrays, kernel 1 or 3, padding k // 2, stride 1.
+ */
+export class ExactConvolution {
+  constructor({ inChannels, outChannels, kernelSize, weight, bias }) {
+    if (kernelSize !== 1 && kernelSize !== 3) throw new RangeError(`kernel size ${kernelSize}: only 1 and 3`);
+    if (inChannels * kernelSize * kernelSize > MAX_TERMS) {
+      throw new RangeError(`${inChannels * kernelSize * kernelSize} terms per output: too many for exact float64 sums`);
+    }
+    if (weight.length !== outChannels * inChannels * kernelSize * kernelSize || bias.length !== outChannels) {
+      throw new RangeError(
+        `weights of ${weight.length} and biases of ${bias.length} for ${outChannels}x${inChannels}x${kernelSize}²`,
+      );
+    }
+    for (const values of [weight, bias]) {
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i];
+        if (!(Math.abs(v) <= WEIGHT_LIMIT) || v * 2 ** WEIGHT_BITS !== Math.round(v * 2 ** WEIGHT_BITS)) {
+          throw new RangeError(`parameter ${v} is not on the 2^-${WEIGHT_BITS} grid within ±${WEIGHT_LIMIT}`);
+        }
+      }
+    }
+    this.inChannels = inChannels;
+    this.outChannels = outChannels;
+    this.kernelSize = kernelSize;
+    this.weight = weight;
+    this.bias = bias;
+  }
+
+  /**
+   * ExactConv2d.forward(x, exact=True) for one picture: `input` (inChannels, height, width), NCHW with
+   * batch 1, on the activation grid; the output (outChannels, height, width), snapped to it
+   * (`activation`). The sums are exact (see the top of this file), so their order is free, and the two
+   * ways of computing them below give the same bits: a register-tiled product for dense inputs (input
+   * channels that are zero throughout left out), and for inputs that are mostly zeros (after a ReLU)
+   * one that visits only the non-zero values.
+   */
+  forward(input, height, width) {
+    const { inChannels, outChannels, bias } = this;
+    const plane = height * width;
+    if (input.length !== inChannels * plane) {
+      throw new RangeError(`input of ${input.length} values for ${inChannels}x${height}x${width}`);
+    }
+    // the input channels that are not all zeros (a ReLU leaves whole channels at zero), and the zeros
+    let zeros = 0;
+    const live = [];
+    for (let i = 0; i < inChannels; i++) {
+      let channelZeros = 0;
+      for (let p = i * plane; p < (i + 1) * plane; p++) if (input[p] === 0) channelZeros++;
+      zeros += channelZeros;
+      if (channelZeros < plane) live.push(i);
+    }
+    const output = new Float64Array(outChannels * plane);
+    if (zeros >= SPARSE_FROM * input.length) this.forwardSparse(input, height, width, output);
+    else this.forwardTiled(input, height, width, output, live);
+    for (let o = 0; o < outChannels; o++) {
+      const b = bias[o];
+      for (let p = o * plane; p < (o + 1) * plane; p++) output[p] += b;
+    }
+    return activationInPlace(output);
+  }
+
+  /** The weights of output channels o..o+3 (zeros past the last) interleaved: [(i * k² + tap) * 4 + j]. */
+  blocked() {
+    if (this.blockedWeight) return this.blockedWeight;
+    const { inChannels, outChannels, kernelSize, weight } = this;
+    const taps = inChannels * kernelSize * kernelSize;
+    const blocks = Math.ceil(outChannels / 4);
+    const out = new Float64Array(blocks * taps * 4);
+    for (let o = 0; o < outChannels; o++) {
+      const block = o >> 2;
+      for (let t = 0; t < taps; t++) out[(block * taps + t) * 4 + (o & 3)] = weight[o * taps + t];
+    }
+    this.blockedWeight = out;
+    return out;
+  }
+
+  // A register-tiled product: 4 output channels by 4 neighbouring positions in 16 local sums. The input
+  // goes into a frame (for 3x3: one pixel of zeros around every channel, rows of width + 2); output
+  // (y, x) is accumulated at q = y * rowWidth + x and reads the frame at offsets[t] + q for every term t,
+  // so that 4 neighbouring q read 4 neighbouring values (the two columns past each row's end collect
+  // sums that are never stored; the frame has 4 values of slack at its end for the last q).
+  forwardTiled(input, height, width, output, live = undefined) {
+    const { inChannels, outChannels, kernelSize } = this;
+    const weight = this.blocked();
+    const plane = height * width;
+    const k2 = kernelSize * kernelSize;
+    const taps = inChannels * k2;
+    const offsets = new Int32Array(taps);
+    let frame;
+    let rowWidth;
+    let span;
+    if (kernelSize === 1) {
+      rowWidth = width;
+      span = plane;
+      frame = new Float64Array(inChannels * plane + 4);
+      frame.set(input);
+      for (let t = 0; t < taps; t++) offsets[t] = t * plane;
+    } else {
+      rowWidth = width + 2;
+      const framePlane = (height + 2) * rowWidth;
+      frame = new Float64Array(inChannels * framePlane + 4);
+      for (let i = 0; i < inChannels; i++) {
+        for (let y = 0; y < height; y++) {
+          const from = i * plane + y * width;
+          frame.set(input.subarray(from, from + width), i * framePlane + (y + 1) * rowWidth + 1);
+        }
+        for (let t = 0; t < 9; t++) offsets[i * 9 + t] = i * framePlane + ((t / 3) | 0) * rowWidth + (t % 3);
+      }
+      span = (height - 1) * rowWidth + width;
+    }
+    // the terms to sum: every tap of every input channel that is not all zeros
+    const channels = live ?? Array.from({ length: inChannels }, (_, i) => i);
+    const terms = new Int32Array(channels.length * k2);
+    channels.forEach((i, n) => {
+      for (let t = 0; t < k2; t++) terms[n * k2 + t] = i * k2 + t;
+    });
+    const termCount = terms.length;
+    for (let o = 0; o < outChannels; o += 4) {
+      const block = (o >> 2) * taps * 4;
+      const count = Math.min(4, outChannels - o);
+      for (let q = 0; q < span; q += 4) {
+        let a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
+        let a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
+        for (let n = 0; n < termCount; n++) {
+          const t = terms[n];
+          const w = block + 4 * t;
+          const w0 = weight[w];
+          const w1 = weight[w + 1];
+          const w2 = weight[w + 2];
+          const w3 = weight[w + 3];
+          const f = offsets[t] + q;
+          const x0 = frame[f];
+          const x1 = frame[f + 1];
+          const x2 = frame[f + 2];
+          const x3 = frame[f + 3];
+          a00 += w0 * x0; a01 += w0 * x1; a02 += w0 * x2; a03 += w0 * x3;
+          a10 += w1 * x0; a11 += w1 * x1; a12 += w1 * x2; a13 += w1 * x3;
+          a20 += w2 * x0; a21 += w2 * x1; a22 += w2 * x2; a23 += w2 * x3;
+          a30 += w3 * x0; a31 += w3 * x1; a32 += w3 * x2; a33 += w3 * x3;
+        }
+        const sums = [a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33];
+        for (let d = 0; d < 4; d++) {
+          const at = q + d;
+          if (at >= span) break;
+          const y = (at / rowWidth) | 0;
+          const x = at - y * rowWidth;
+          if (x >= width) continue;
+          for (let j = 0; j < count; j++) output[(o + j) * plane + y * width + x] = sums[4 * j + d];
+        }
+      }
+    }
+  }
+
+  /** The weights as [(i * k² + tap) * outChannels + o]: one input tap's weights to every output, contiguous. */
+  transposed() {
+    if (this.transposedWeight) return this.transposedWeight;
+    const { inChannels, outChannels, kernelSize, weight } = this;
+    const taps = inChannels * kernelSize * kernelSize;
+    const out = new Float64Array(taps * outChannels);
+    for (let o = 0; o < outChannels; o++) {
+      for (let t = 0; t < taps; t++) out[t * outChannels + o] = weight[o * taps + t];
+    }
+    this.transposedWeight = out;
+    return out;
+  }
+
+  // Input by input, skipping zeros (a ReLU leaves many): each non-zero input value adds its weights to
+  // every output it reaches, accumulated position-major (plane, outChannels), then transposed.
+  forwardSparse(input, height, width, output) {
+    const { inChannels, outChannels, kernelSize } = this;
+    const weight = this.transposed();
+    const plane = height * width;
+    const acc = new Float64Array(plane * outChannels);
+    const O = outChannels;
+    if (kernelSize === 1) {
+      for (let i = 0; i < inChannels; i++) {
+        const w = i * O;
+        for (let p = 0; p < plane; p++) {
+          const v = input[i * plane + p];
+          if (v === 0) continue;
+          const a = p * O;
+          for (let o = 0; o < O; o++) acc[a + o] += v * weight[w + o];
+        }
+      }
+    } else {
+      for (let i = 0; i < inChannels; i++) {
+        for (let y = 0; y < height; y++) {
+          for (let x = 0; x < width; x++) {
+            const v = input[i * plane + y * width + x];
+            if (v === 0) continue;
+            // input (y, x) meets tap (ky, kx) of the output (y + 1 - ky, x + 1 - kx)
+            for (let ky = 0; ky < 3; ky++) {
+              const oy = y + 1 - ky;
+              if (oy < 0 || oy >= height) continue;
+              for (let kx = 0; kx < 3; kx++) {
+                const ox = x + 1 - kx;
+                if (ox < 0 || ox >= width) continue;
+                const w = (i * 9 + ky * 3 + kx) * O;
+                const a = (oy * width + ox) * O;
+                for (let o = 0; o < O; o++) acc[a + o] += v * weight[w + o];
+              }
+            }
+          }
+        }
+      }
+    }
+    for (let p = 0; p < plane; p++) {
+      const a = p * O;
+      for (let o = 0; o < O; o++) output[o * plane + p] = acc[a + o];
+    }
+  }
+}
+
+/** F.pixel_shuffle(x, 2) for one picture: (4C, H, W) to (C, 2H, 2W); out[c, 2y+i, 2x+j] = in[4c+2i+j, y, x]. */
+export function pixelShuffle2(input, channels, height, width) {
+  if (input.length !== 4 * channels * height * width) {
+    throw new RangeError(`input of ${input.length} values for ${4 * channels}x${height}x${width}`);
+  }
+  const output = new Float64Array(input.length);
+  const plane = height * width;
+  const outWidth = 2 * width;
+  for (let c = 0; c < channels; c++) {
+    for (let i = 0; i < 2; i++) {
+      for (let j = 0; j < 2; j++) {
+        const source = (4 * c + 2 * i + j) * plane;
+        const target = c * 4 * plane + i * outWidth + j;
+        for (let y = 0; y < height; y++) {
+          for (let x = 0; x < width; x++) output[target + 2 * y * outWidth + 2 * x] = input[source + y * width + x];
+        }
+      }
+    }
+  }
+  return output;
+}
+
+/** Channel-wise concatenation of (C_k, H, W) arrays (torch.cat(dim=1) with batch 1). */
+export function concatenate(...parts) {
+  let total = 0;
+  for (const part of parts) total += part.length;
+  const output = new Float64Array(total);
+  let at = 0;
+  for (const part of parts) {
+    output.set(part, at);
+    at += part.length;
+  }
+  return output;
+}
