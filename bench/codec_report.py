@@ -37,7 +37,7 @@ def median_further_layer(t: Timings) -> float | None:
 
 def median_all_layers(t: Timings) -> float:
     """Ours: sum of the per-layer medians; the others: decoding every layer at once."""
-    if t.codec == "ours":
+    if t.codec in ("ours", "ours-torch"):
         return sum(median_layer(t, i) for i in range(len(t.decode[0])))
     return median_layer(t, len(t.decode[0]) - 1)
 
@@ -245,7 +245,7 @@ def memory_note(outcomes: list[Outcome]) -> str:
             )
         else:
             lines.append(
-                f"The codec codes {DEFAULT_TILE_SIZE}² tiles one after another; its working memory grew by "
+                f"The codec codes {DEFAULT_TILE_SIZE}² tiles in batches of at most 1 MP; its working memory grew by "
                 f"{report.mebibytes(per_mp)} per megapixel up to {largest.size} ({ours_name()}). "
                 f"Extrapolated linearly: {per_mp * 100 / 2**30:.1f} GiB at the server's default `max_pixels` "
                 f"(100 MP); this machine has {ram / 2**30:.1f} GiB, and concurrent workers divide that."
