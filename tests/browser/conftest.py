@@ -8,9 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from bench import processes
+from codec.api import load_model
+from codec.model import ScalableCodec
 from tests.browser import chromium
 from tests.browser.viewer_page import ViewerPage
 from tests.harness import REPO, RunningServer, ServerFactory
@@ -82,3 +86,19 @@ def kodak_picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Image.open(source) as image:
         image.convert("RGB").resize(KODAK_SIZE, Image.Resampling.LANCZOS).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def static_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Running]:
+    """static/ served by Starlette's StaticFiles on loopback (the files the server mounts under /static), for
+    the tests of the in-browser decoder's modules."""
+    running = processes.start_starlette(tmp_path_factory.mktemp("static"), REPO / "static", "/decoder/README.md")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def shipped_model() -> ScalableCodec:
+    """The shipped weights (weights/codec.pt), one torch thread."""
+    torch.set_num_threads(1)
+    return load_model()

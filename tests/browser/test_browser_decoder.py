@@ -12,7 +12,7 @@ import json
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,14 +24,13 @@ from playwright.sync_api import Page
 
 from bench import processes
 from codec import container, rans
-from codec.api import Decoder, encode, load_model
+from codec.api import Decoder, encode
 from codec.errors import CodecError
 from codec.model import ScalableCodec
 from codec.rans_tables import RansTablesJson, tables_json
 from tests.harness import REPO, make_image
 
 KODAK_PICTURE = REPO / "tests" / "data" / "kodim23-384x256.png"
-STATIC = REPO / "static"
 
 # Imports both modules once per page and leaves small helpers in `window.harness`: the test process
 # sends bytes and int32 arrays as base64, and gets them back the same way.
@@ -130,26 +129,12 @@ def from_int32_b64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<i4")
 
 
-@pytest.fixture(scope="module")
-def static_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Running]:
-    """static/ served by Starlette's StaticFiles on loopback (the files the server mounts under /static)."""
-    running = processes.start_starlette(tmp_path_factory.mktemp("static"), STATIC, "/decoder/README.md")
-    yield running
-    running.stop()
-
-
 @pytest.fixture
 def js(page: Page, static_server: processes.Running) -> Page:
     """A tab on the static server's origin with both decoder modules imported."""
     page.goto(f"{static_server.url}/decoder/README.md")
     page.evaluate(HARNESS)
     return page
-
-
-@pytest.fixture(scope="module")
-def shipped_model() -> ScalableCodec:
-    torch.set_num_threads(1)
-    return load_model()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import base64
 import json
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +22,13 @@ from torch.nn import functional as F
 
 from bench import processes
 from codec import container, exact, rans
-from codec.api import Decoder, encode, fresh_model, load_model
+from codec.api import Decoder, encode, fresh_model
 from codec.coding import decode_layer
 from codec.model import CodecConfig, ScalableCodec, padded_size, quantized_scale_index
 from codec.web_export import CONVOLUTIONS, export_entropy_path
 from tests.harness import REPO
 
 KODAK_PICTURE = REPO / "tests" / "data" / "kodim23-384x256.png"
-STATIC = REPO / "static"
 
 HARNESS = """async () => {
   const container = await import("/decoder/container.js");
@@ -160,26 +158,12 @@ def python_layers(model: ScalableCodec, data: bytes, tile_index: int) -> list[Py
     return layers
 
 
-@pytest.fixture(scope="module")
-def static_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.Running]:
-    """static/ served by Starlette's StaticFiles on loopback (the files the server mounts under /static)."""
-    running = processes.start_starlette(tmp_path_factory.mktemp("static"), STATIC, "/decoder/README.md")
-    yield running
-    running.stop()
-
-
 @pytest.fixture
 def js(page: Page, static_server: processes.Running) -> Page:
     """A tab on the static server's origin with the decoder modules imported."""
     page.goto(f"{static_server.url}/decoder/README.md")
     page.evaluate(HARNESS)
     return page
-
-
-@pytest.fixture(scope="module")
-def shipped_model() -> ScalableCodec:
-    torch.set_num_threads(1)
-    return load_model()
 
 
 @pytest.fixture(scope="module")
