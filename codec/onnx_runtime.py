@@ -110,7 +110,7 @@ def graph_bytes(model: nn.Module, name: str) -> bytes:
 class OnnxNetwork:
     """One graph as a callable like the torch module it replaces: (input, state) -> (output, state)."""
 
-    def __init__(self, data: bytes, hidden_channels: int, threads: int) -> None:
+    def __init__(self, data: bytes, hidden_channels: int, state_stride: int, threads: int) -> None:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -118,13 +118,13 @@ class OnnxNetwork:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.hidden_channels = hidden_channels
+        self.state_stride = state_stride  # the LSTM state's resolution against the input's
 
     def __call__(self, x: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
         if state is None:
             n, _, height, width = x.shape
-            if x.shape[1] == 3:  # the analysis sees pixels: its state is at 1/16
-                height, width = height // BLOCK, width // BLOCK
-            zeros = np.zeros((n, self.hidden_channels, height, width), dtype=np.float32)
+            shape = (n, self.hidden_channels, height // self.state_stride, width // self.state_stride)
+            zeros = np.zeros(shape, dtype=np.float32)
             hidden, cell = zeros, zeros
         else:
             hidden, cell = (s.numpy() for s in state)
@@ -143,5 +143,6 @@ class InferenceNetworks:
     def network(self, name: str) -> OnnxNetwork:
         if name not in self._networks:
             data = graph_bytes(self._model, name)
-            self._networks[name] = OnnxNetwork(data, self._model.config.rnn_channels, torch.get_num_threads())
+            stride = BLOCK if name == "analysis" else 1  # the analysis sees pixels, its state is at 1/16
+            self._networks[name] = OnnxNetwork(data, self._model.config.rnn_channels, stride, torch.get_num_threads())
         return self._networks[name]
