@@ -153,6 +153,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from codec.api import load_model
+    from codec.web_export import write_web_decoder
+
+    folder = write_web_decoder(load_model(args.weights, runtime="torch"), Path(args.output))
+    for path in sorted(folder.iterdir()):
+        print(f"{path}: {path.stat().st_size:,} bytes")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     import torch
 
@@ -278,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("output", nargs="?", default="weights/codec.pt")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser(
+        "export-onnx", help="write the browser decoder's files of the weights: ONNX graphs and entropy path"
+    )
+    p.add_argument("output", help="folder; the files go to OUTPUT/<model id>/")
+    p.add_argument("--weights", help="weights file (default: weights/codec.pt or $CODEC_WEIGHTS)")
+    p.set_defaults(run=cmd_export_onnx)
 
     p = sub.add_parser("eval", help="rate-distortion evaluation with real file sizes")
     p.add_argument("directory")

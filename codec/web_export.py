@@ -21,7 +21,6 @@ static/decoder/README.md for the measured sizes.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 from pathlib import Path
@@ -33,15 +32,17 @@ from torch import Tensor
 from codec import exact, rans
 from codec.model import (
     HISTORY_MAGNITUDE_LIMIT,
+    INITIAL_RECONSTRUCTION,
     LATENT_STRIDE,
     SCALE_LEVELS,
     SIDE_STRIDE,
     ScalableCodec,
 )
+from codec.onnx_runtime import graph_bytes
 from codec.rans_tables import tables_json
 
 FORMAT = "scalable-codec-entropy-path"
-VERSION = 1
+VERSION = 2  # 2: with the synthesis gains
 # The hyper-decoder's exact convolutions, in the order its forward runs them.
 CONVOLUTIONS = ("up32", "up16", "history", "gate", "candidate", "mix", "params")
 
@@ -72,10 +73,10 @@ def export_entropy_path(model: ScalableCodec) -> dict:
     `quantized_scale_index`, for every layer, and to decode the side and latent strings: a
     JSON-serialisable dict (`json.dumps` it as it is). Models with a frequency context are refused."""
     config = model.config
-    if config.context_channels:
+    if config.context_channels or config.post_filter_channels:
         raise ValueError(
-            f"the browser's entropy path has no frequency context; this model has context_channels "
-            f"{config.context_channels}"
+            "the browser's decoder has no frequency context and no post-filter; this model has "
+            f"context_channels {config.context_channels}, post_filter_channels {config.post_filter_channels}"
         )
     model_id = getattr(model, "model_id", None)
     if model_id is None:
@@ -130,21 +131,31 @@ def export_entropy_path(model: ScalableCodec) -> dict:
             "latent": tables_json(model.latent_model),
             "side": [tables_json(side) for side in model.side_models],
         },
+        "synthesis": _synthesis_gains(model),
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m codec.web_export OUT.json [--weights PATH]`: write a model's export and print its size."""
-    from codec.api import load_model
+def _synthesis_gains(model: ScalableCodec) -> dict:
+    """What `ScalableCodec.synthesise` multiplies around the synthesis graph, per layer, as the float32
+    values it computes (exact as JSON numbers), so that the browser's float32 arithmetic matches it."""
+    return {
+        "graph": "synthesis.onnx",
+        "rnn_channels": model.config.rnn_channels,
+        "initial_reconstruction": INITIAL_RECONSTRUCTION,
+        # (layers, latent_channels): the latents' inverse gain before the graph
+        "latent_inverse_gain": model.log_latent_inverse_gain.detach().float().exp().tolist(),
+        # (layers,): the increment's gain after it
+        "increment_gain": model.log_increment_gain.detach().float().exp().tolist(),
+    }
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--weights", type=Path, default=None)
-    arguments = parser.parse_args(argv)
-    text = json.dumps(export_entropy_path(load_model(arguments.weights, runtime="torch")), separators=(",", ":"))
-    arguments.output.write_text(text)
-    print(f"{arguments.output}: {len(text)} bytes")
 
-
-if __name__ == "__main__":
-    main()
+def write_web_decoder(model: ScalableCodec, directory: Path) -> Path:
+    """The browser decoder's files for `model` under `directory`/<model id>/: `entropy-path.json` and the
+    ONNX graphs (`synthesis.onnx`, which the page runs, and `analysis.onnx`). Returns that folder."""
+    folder = directory / model.model_id.hex()
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(export_entropy_path(model), separators=(",", ":"))
+    (folder / "entropy-path.json").write_text(text)
+    for name in ("analysis", "synthesis"):
+        (folder / f"{name}.onnx").write_bytes(graph_bytes(model, name))
+    return folder
