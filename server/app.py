@@ -36,6 +36,7 @@ from server.routers import ROUTERS, viewer
 from server.service import Service
 from server.storage import StorageError
 from server.storage_factory import describe, open_storage
+from server.web_decoder import WebDecoderFiles
 from server.worker import worker_name
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.effort,
     )
     await run_in_threadpool(service.encode_jobs.recover)
+    service.web_decoder = WebDecoderFiles(service.model)
     stop_claiming = asyncio.Event()
     claiming = None
     if service.encode_jobs.queue is not None and settings.claim_jobs:  # its model workers take queued jobs too
@@ -191,7 +193,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         pool, storage, jobs = service.pool, service.storage, service.encode_jobs
-        service.model = service.pool = service.reconstructions = service.encode_jobs = None
+        service.model = service.pool = service.reconstructions = service.encode_jobs = service.web_decoder = None
         stop_claiming.set()
         if claiming is not None:
             await claiming

@@ -14,6 +14,7 @@ from server.storage import Storage
 if TYPE_CHECKING:
     from codec.model import ScalableCodec
     from server.encode_jobs import EncodeJobs
+    from server.web_decoder import WebDecoderFiles
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Service:
     pool: ModelPool | None = None
     reconstructions: Reconstructions | None = None
     encode_jobs: EncodeJobs | None = None
+    web_decoder: WebDecoderFiles | None = None  # the browser decoder's files of the model
     streams: int = 0  # open WebSocket streams
 
     @property

@@ -10,9 +10,11 @@ from server.errors import ApiError
 
 router = APIRouter()
 
-# The viewer may talk to this server only: no other origin is fetched, framed or scripted.
+# The viewer may talk to this server only: no other origin is fetched, framed or scripted. Scripts may
+# compile WebAssembly (the in-browser decoder's ONNX Runtime), never evaluate strings.
 VIEWER_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+    "img-src 'self' data: blob:; connect-src 'self'; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }

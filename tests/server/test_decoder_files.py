@@ -1,0 +1,42 @@
+"""`GET /decoder/models/{model_id}/{name}`: the in-browser decoder's files of the server's model."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import onnx
+
+from codec.model import ScalableCodec
+from codec.web_export import export_entropy_path
+
+
+def test_the_files_of_the_servers_model(client: httpx.Client, codec_model: ScalableCodec) -> None:
+    model_id = codec_model.model_id.hex()
+    entropy = client.get(f"/decoder/models/{model_id}/entropy-path.json")
+    assert entropy.status_code == 200 and entropy.headers["content-type"] == "application/json"
+    assert entropy.json() == json.loads(json.dumps(export_entropy_path(codec_model)))
+
+    synthesis = client.get(f"/decoder/models/{model_id}/synthesis.onnx")
+    assert synthesis.status_code == 200 and synthesis.headers["content-type"] == "application/octet-stream"
+    graph = onnx.load_model(io.BytesIO(synthesis.content))
+    assert [node.name for node in graph.graph.input]  # a graph, not an error page
+
+    # bound to the model id: immutable, so a browser keeps them and revalidates with the ETag
+    assert synthesis.headers["cache-control"] == "public, max-age=31536000, immutable"
+    etag = synthesis.headers["etag"]
+    revalidated = client.get(f"/decoder/models/{model_id}/synthesis.onnx", headers={"If-None-Match": etag})
+    assert revalidated.status_code == 304 and revalidated.content == b""
+    assert entropy.headers["etag"] != etag
+
+
+def test_unknown_models_and_names_are_404(client: httpx.Client, codec_model: ScalableCodec) -> None:
+    model_id = codec_model.model_id.hex()
+    other = client.get(f"/decoder/models/{'0' * 32}/synthesis.onnx")
+    assert other.status_code == 404 and other.json()["error"]["code"] == "unknown_model"
+    assert model_id in other.json()["error"]["message"]
+    for name in ("analysis.onnx", "..%2Fcodec.pt", "weights.pt"):
+        missing = client.get(f"/decoder/models/{model_id}/{name}")
+        assert missing.status_code == 404, name
+        assert missing.json()["error"]["code"] in ("not_found", "unknown_model"), name
