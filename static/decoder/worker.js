@@ -1,0 +1,110 @@
+// The decoder's Web Worker: the page hands it the bytes of one file as they arrive and gets back every
+// layer's picture as soon as it is decoded, so that decoding never blocks the page (client.js is the
+// page's side). The model files (the entropy path and the synthesis graph) are fetched once per model id
+// from the server that stores the images, and ONNX Runtime Web from static/vendor/onnxruntime-web.
+//
+// Several workers may share one picture: each decodes the tiles whose index % count is its share.
+//
+// Messages in:  {type: "open", id, models, share, count}  a new file; `models` is the URL of /decoder/models/
+//               {type: "bytes", id, bytes}                 the next bytes of that file (an ArrayBuffer)
+// Messages out: {type: "layer", id, layer, width, height, tiles, entropyMs, synthesisMs, totalMs, backend}
+//                                                          one decoded layer of this share (tiles' rgba transferred)
+//               {type: "fed", id, layersDecoded}           every complete layer of the bytes so far is out
+//               {type: "error", id, name, message, layer}  nothing more is decoded for this file
+
+import { parseHeader, requiredHeaderBytes, FIXED_HEADER_BYTES } from "./container.js";
+import { EntropyPath } from "./entropy.js";
+import { PictureDecoder } from "./picture.js";
+import { Synthesis } from "./synthesis.js";
+
+const RUNTIME = new URL("../vendor/onnxruntime-web/", import.meta.url);
+const models = new Map(); // model id -> Promise<{entropyPath, synthesis, backend}>
+let runtime = null; // Promise<{ort, backend, providers}>
+let file = null; // {id, models, decoder, pending: Uint8Array[], failed}
+let work = Promise.resolve(); // messages are handled one after another
+
+/** ONNX Runtime Web: its WebGPU build when the browser has an adapter, else the WASM build. */
+function loadRuntime() {
+  runtime ??= (async () => {
+    const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter().catch(() => null) : null;
+    const backend = adapter ? "webgpu" : "wasm";
+    const ort = await import(new URL(adapter ? "ort.webgpu.min.mjs" : "ort.wasm.min.mjs", RUNTIME).href);
+    ort.env.wasm.wasmPaths = RUNTIME.href;
+    // threads need a cross-origin-isolated page (SharedArrayBuffer); one thread otherwise
+    ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, self.navigator.hardwareConcurrency || 1) : 1;
+    return { ort, backend, providers: adapter ? ["webgpu", "wasm"] : ["wasm"] };
+  })();
+  return runtime;
+}
+
+async function fetched(url, as) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url.pathname}: HTTP ${response.status}`);
+  return as === "json" ? response.json() : response.arrayBuffer();
+}
+
+function loadModel(base, modelId) {
+  if (!models.has(modelId)) {
+    const folder = new URL(`${modelId}/`, base);
+    const loading = (async () => {
+      const [{ ort, backend, providers }, json, graph] = await Promise.all([
+        loadRuntime(),
+        fetched(new URL("entropy-path.json", folder), "json"),
+        fetched(new URL("synthesis.onnx", folder)),
+      ]);
+      const synthesis = await Synthesis.load(ort, new Uint8Array(graph), json, providers);
+      return { entropyPath: new EntropyPath(json), synthesis, backend };
+    })();
+    loading.catch(() => models.delete(modelId)); // a failed load may be tried again
+    models.set(modelId, loading);
+  }
+  return models.get(modelId);
+}
+
+async function feed(id, bytes) {
+  if (!file || file.id !== id || file.failed) return;
+  if (!file.decoder) {
+    file.pending.push(bytes);
+    const joined = concatenated(file.pending);
+    if (joined.length < FIXED_HEADER_BYTES || joined.length < requiredHeaderBytes(joined)) return;
+    const model = await loadModel(file.models, parseHeader(joined).modelId);
+    file.backend = model.backend;
+    const { share, count } = file;
+    file.decoder = new PictureDecoder(model.entropyPath, model.synthesis, (index) => index % count === share);
+    file.pending = [];
+    bytes = joined;
+  }
+  file.decoder.feed(bytes);
+  while (file.decoder.layersDecoded < file.decoder.layersAvailable) {
+    const layer = await file.decoder.decodeNextLayer();
+    self.postMessage({ type: "layer", id, backend: file.backend, ...layer }, layer.tiles.map((tile) => tile.rgba.buffer));
+  }
+  self.postMessage({ type: "fed", id, layersDecoded: file.decoder.layersDecoded });
+}
+
+function concatenated(parts) {
+  const joined = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    joined.set(part, at);
+    at += part.length;
+  }
+  return joined;
+}
+
+self.onmessage = ({ data }) => {
+  work = work.then(async () => {
+    if (data.type === "open") {
+      const { id, models: base, share, count } = data;
+      file = { id, models: base, share, count, decoder: null, pending: [], failed: false, backend: null };
+      return;
+    }
+    try {
+      await feed(data.id, new Uint8Array(data.bytes));
+    } catch (error) {
+      if (file?.id === data.id) file.failed = true;
+      const layer = file?.decoder ? file.decoder.layersDecoded + 1 : 0;
+      self.postMessage({ type: "error", id: data.id, name: error.name, message: error.message, layer });
+    }
+  });
+};
