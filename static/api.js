@@ -96,16 +96,19 @@ export async function reconstruction(imageId, layers, signal) {
   return (await request(path, { signal })).blob();
 }
 
-/** The bytes 0 .. end-1 of a bitstream, fetched with a Range header; the answer must be 206 with exactly them. */
-export async function bitstreamPrefix(bitstreamPath, end, signal) {
+/**
+ * The bytes start .. end-1 of a bitstream, fetched with a Range header; the answer must be 206 with exactly
+ * them. `start` 0 asks for a prefix: a valid container of the layers it holds.
+ */
+export async function bitstreamRange(bitstreamPath, start, end, signal) {
   const response = await request(bitstreamPath, {
-    headers: { Range: `bytes=0-${end - 1}` },
-    cache: "no-store", // every prefix travels, so the network panel shows each range
+    headers: { Range: `bytes=${start}-${end - 1}` },
+    cache: "no-store", // every range travels, so the network panel shows each one
     signal,
   });
   const bytes = await response.arrayBuffer();
-  if (response.status !== 206 || bytes.byteLength !== end) {
-    throw new ApiError(response.status, "bad_range", `Asked for bytes 0-${end - 1}, received ${bytes.byteLength} bytes (HTTP ${response.status})`);
+  if (response.status !== 206 || bytes.byteLength !== end - start) {
+    throw new ApiError(response.status, "bad_range", `Asked for bytes ${start}-${end - 1}, received ${bytes.byteLength} bytes (HTTP ${response.status})`);
   }
   return { bytes, contentRange: response.headers.get("Content-Range") };
 }

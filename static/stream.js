@@ -1,6 +1,6 @@
 // Delivery over the WebSocket, protocol version 1 (docs/server.md): the viewer asks for one
-// layer at a time and receives its bytes, then the server's picture of layers 1..i (a preview),
-// because the browser cannot run the model itself.
+// layer at a time and receives its bytes, then, with server previews, the server's picture of
+// layers 1..i. When the browser decodes, the bytes are all it asks for.
 
 import { accessKey, serviceUrl } from "./api.js";
 import { CLOSE, KEY_PROTOCOL, SUBPROTOCOL, closeMessage, imagePath } from "./protocol.js";
@@ -57,10 +57,10 @@ class Inbox {
   }
 }
 
-function streamUrl(imageId) {
+function streamUrl(imageId, previews) {
   const url = serviceUrl(imagePath("websocket", imageId));
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  url.searchParams.set("previews", "png");
+  if (previews) url.searchParams.set("previews", "png");
   return url;
 }
 
@@ -81,12 +81,14 @@ function streamProtocols() {
 }
 
 /**
- * Stream every layer of `imageId`. For each: `onLayer({layer, layerBytes, receivedBytes, picture})`,
- * where `layer` is the info document's entry and `picture` a Blob of layers 1..i. Bytes are charged to
- * `link` (the simulated slow link) before the layer is handed over and the next one requested.
+ * Stream every layer of `imageId`: `onHeader({bytes})` with the container header, then for each layer
+ * `onLayer({layer, layerBytes, receivedBytes, bytes, picture})`, where `layer` is the info document's
+ * entry, `bytes` the layer's bytes and `picture` a Blob of layers 1..i (with `previews` only; else null).
+ * Bytes are charged to `link` (the simulated slow link) before they are handed over and the next layer
+ * requested.
  */
-export async function streamLayers(imageId, { link, signal, onLayer }) {
-  const socket = new WebSocket(streamUrl(imageId), streamProtocols());
+export async function streamLayers(imageId, { link, signal, previews = true, onHeader, onLayer }) {
+  const socket = new WebSocket(streamUrl(imageId, previews), streamProtocols());
   socket.binaryType = "arraybuffer";
   const inbox = new Inbox(socket, signal);
   try {
@@ -94,6 +96,7 @@ export async function streamLayers(imageId, { link, signal, onLayer }) {
     const header = await inbox.binary("the container header");
     let receivedBytes = header.byteLength;
     await link.deliver(header.byteLength, signal);
+    await onHeader?.({ bytes: header });
     for (const layer of info.layers) {
       socket.send(JSON.stringify({ type: "request", layer: layer.index }));
       const layerBytes = await inbox.binary(`layer ${layer.index}`);
@@ -101,10 +104,13 @@ export async function streamLayers(imageId, { link, signal, onLayer }) {
         throw new Error(`Layer ${layer.index} has ${layerBytes.byteLength} bytes, the layer table says ${layer.bytes}`);
       }
       receivedBytes += layerBytes.byteLength;
-      const preview = await inbox.text("preview");
-      const picture = new Blob([await inbox.binary(`the picture of layer ${layer.index}`)], { type: preview.mime });
+      let picture = null;
+      if (previews) {
+        const preview = await inbox.text("preview");
+        picture = new Blob([await inbox.binary(`the picture of layer ${layer.index}`)], { type: preview.mime });
+      }
       await link.deliver(layerBytes.byteLength, signal);
-      await onLayer({ layer, layerBytes: layerBytes.byteLength, receivedBytes, picture });
+      await onLayer({ layer, layerBytes: layerBytes.byteLength, receivedBytes, bytes: layerBytes, picture });
     }
     const done = await inbox.text("done");
     if (done.bytes !== receivedBytes) {

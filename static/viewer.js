@@ -2,16 +2,32 @@
 // through a simulated link), show each layer as it arrives, and let the visitor move between
 // layers and compare one with the original.
 //
+// By default the page decodes the bitstream itself (static/decoder/: a pool of Web Workers running the
+// exact entropy path and the synthesis through ONNX Runtime Web); the "Decode" switch shows the server's
+// previews instead, and the page falls back to them when this browser cannot decode.
+//
 // For tests and tools the page reports progress in the DOM: <body data-state> is one of idle,
 // uploading, encoding, loading, delivering, done, error; the canvas #reconstruction carries
-// data-layer (shown), data-received and data-layers, and fires `layershown` after every paint.
+// data-layer (shown), data-received, data-layers, data-decoder (browser or server) and, when the
+// browser decodes, data-checksums (each layer's symbol checksum, space-separated) and data-decode-ms;
+// it fires `layershown` after every paint.
 
-import { accessKey, followJob, imageInfo, reconstruction, setAccessKey, storedImages, uploadImage } from "./api.js";
+import {
+  accessKey,
+  followJob,
+  imageInfo,
+  reconstruction,
+  serviceUrl,
+  setAccessKey,
+  storedImages,
+  uploadImage,
+} from "./api.js";
 import { drawChart } from "./chart.js";
 import { LayerFrames, decodePicture, paint } from "./frames.js";
 import { SimulatedLink } from "./link.js";
 import { fetchLayerRanges } from "./ranges.js";
 import { streamLayers } from "./stream.js";
+import { WorkerDecoder, whyBrowserCannotDecode } from "./decoder/client.js";
 
 const FLICKER_MS = 700;
 
@@ -43,6 +59,7 @@ const view = {
   rows: $("layer-rows"),
   facts: $("image-facts"),
   zoomLink: $("zoom-link"),
+  decoderNote: $("decoder-note"),
 };
 
 const frames = new LayerFrames(view.canvas);
@@ -55,6 +72,8 @@ const state = {
   delivery: null, // AbortController of the running delivery
   nextPage: null,
   flicker: null,
+  decoder: null, // the WorkerDecoder, made when the browser first decodes
+  cannotDecode: whyBrowserCannotDecode(), // why this browser cannot decode, or null
 };
 
 const number = new Intl.NumberFormat("en");
@@ -82,6 +101,23 @@ function mode() {
   return document.querySelector('input[name="mode"]:checked').value;
 }
 
+/** "browser" or "server": who turns the bytes into pictures. */
+function decoderChoice() {
+  return document.querySelector('input[name="decoder"]:checked').value;
+}
+
+/** Show the server's previews from now on, and say why the browser does not decode. */
+function fallBackToServer(reason) {
+  document.querySelector('input[name="decoder"][value="server"]').checked = true;
+  view.decoderNote.textContent = `Server previews: ${reason}.`;
+  view.decoderNote.hidden = false;
+}
+
+if (state.cannotDecode) {
+  document.querySelector('input[name="decoder"][value="browser"]').disabled = true;
+  fallBackToServer(state.cannotDecode);
+}
+
 // ---- the layer table, chart and caption
 
 function describeLayer(layer) {
@@ -95,6 +131,9 @@ function describeLayer(layer) {
     `PSNR ${entry.psnr.toFixed(2)} dB`,
     `at ${arrival.seconds.toFixed(2)} s`,
   ];
+  if (arrival.decodeMs !== undefined) {
+    parts.push(`decoded here in ${Math.round(arrival.decodeMs)} ms (${arrival.backend}, ${arrival.workers} workers)`);
+  }
   if (arrival.contentRange) parts.push(arrival.contentRange);
   return parts.join(" · ");
 }
@@ -114,6 +153,7 @@ function renderRows() {
         entry.bpp.toFixed(3),
         entry.psnr.toFixed(2),
         arrival ? arrival.seconds.toFixed(2) : "…",
+        arrival ? (arrival.decodeMs === undefined ? "server" : String(Math.round(arrival.decodeMs))) : "…",
       ];
       row.replaceChildren(...cells.map((text, column) => {
         const cell = document.createElement(column === 0 ? "th" : "td");
@@ -212,6 +252,82 @@ function stopDelivery() {
   view.play.textContent = "Play";
 }
 
+// Data errors of the file itself: shown, with the layers before them kept. Anything else the browser's
+// decoder meets (no runtime, no model files, a worker that does not start) makes it fall back to previews.
+const FILE_ERRORS = new Set([
+  "BadMagicError",
+  "UnsupportedVersionError",
+  "TruncatedHeaderError",
+  "CorruptHeaderError",
+  "TruncatedLayerError",
+  "ChecksumError",
+  "CorruptLayerError",
+]);
+
+/**
+ * The layer handlers of a delivery whose pictures the browser decodes: they feed the worker pool and do
+ * not wait for it, so the next layer travels while this one decodes; `finished()` waits for the last.
+ */
+function decodingHere(controller, link, info) {
+  state.decoder ??= new WorkerDecoder(serviceUrl("decoder/models/"));
+  const arrivals = new Map(); // layer -> what the delivery knows of its bytes
+  const checksums = [];
+  const feeds = [];
+  let failure = null;
+  const feed = (bytes) => {
+    if (failure) throw failure; // stops the delivery: nothing more would be decoded
+    const fed = state.decoder.feed(bytes);
+    fed.catch((error) => {
+      failure ??= error;
+    });
+    feeds.push(fed);
+  };
+  state.decoder.open(async (decoded) => {
+    const bitmap = await createImageBitmap(new ImageData(decoded.rgba, decoded.width, decoded.height));
+    if (controller.signal.aborted) {
+      bitmap.close();
+      return;
+    }
+    checksums[decoded.layer - 1] = decoded.checksum;
+    Object.assign(view.canvas.dataset, { checksums: checksums.join(" "), decodeMs: String(decoded.totalMs) });
+    const { backend, workers, totalMs: decodeMs } = decoded;
+    shown(info.layers[decoded.layer - 1], bitmap, { ...arrivals.get(decoded.layer), decodeMs, backend, workers });
+  });
+  return {
+    onHeader: ({ bytes }) => feed(bytes),
+    onLayer: ({ layer, receivedBytes, contentRange, bytes }) => {
+      arrivals.set(layer.index, { receivedBytes, seconds: link.elapsed() / 1000, contentRange });
+      feed(bytes);
+    },
+    finished: () => Promise.all(feeds),
+  };
+}
+
+/** The layer handlers of a delivery that shows the server's previews. */
+function previewsFromServer(controller, link) {
+  return {
+    onLayer: async ({ layer, receivedBytes, contentRange, picture }) => {
+      const bitmap = await decodePicture(picture);
+      if (controller.signal.aborted) {
+        bitmap.close(); // a newer delivery owns the canvas now
+        return;
+      }
+      shown(layer, bitmap, { receivedBytes, seconds: link.elapsed() / 1000, contentRange });
+    },
+  };
+}
+
+/** Keep a layer's picture and show it if the visitor is at the newest layer. */
+function shown(layer, bitmap, arrival) {
+  frames.add(layer.index, bitmap);
+  const following = state.shown === layer.index - 1;
+  state.arrivals.set(layer.index, arrival);
+  enableNavigation();
+  if (following) show(layer.index, "arrival");
+  else renderRows();
+  setStatus(`Received ${describeLayer(layer.index)}`);
+}
+
 async function deliver() {
   stopDelivery();
   const { info } = state;
@@ -219,7 +335,11 @@ async function deliver() {
   state.delivery = controller;
   const link = new SimulatedLink(Number(view.throttle.value));
   const chosen = mode();
+  const here = decoderChoice() === "browser";
   frames.reset(info.width, info.height, info.layers.length);
+  view.canvas.dataset.decoder = here ? "browser" : "server";
+  delete view.canvas.dataset.checksums;
+  delete view.canvas.dataset.decodeMs;
   state.arrivals.clear();
   state.shown = 0;
   enableNavigation();
@@ -227,32 +347,27 @@ async function deliver() {
   clearError();
   setState("delivering");
   view.play.textContent = "Stop";
-  setStatus(chosen === "stream" ? "Streaming layers over the WebSocket…" : "Fetching byte ranges of the bitstream…");
+  const how = here ? "decoding them in this browser" : "with the server's previews";
+  setStatus(chosen === "stream" ? `Streaming layers over the WebSocket, ${how}…` : `Fetching byte ranges of the bitstream, ${how}…`);
 
-  const onLayer = async ({ layer, receivedBytes, contentRange, picture }) => {
-    const bitmap = await decodePicture(picture);
-    if (controller.signal.aborted) {
-      bitmap.close(); // a newer delivery owns the canvas now
-      return;
-    }
-    frames.add(layer.index, bitmap);
-    const following = state.shown === layer.index - 1; // the visitor is at the newest layer
-    state.arrivals.set(layer.index, { receivedBytes, seconds: link.elapsed() / 1000, contentRange });
-    enableNavigation();
-    if (following) show(layer.index, "arrival");
-    else renderRows();
-    setStatus(`Received ${describeLayer(layer.index)}`);
-  };
-
+  const handlers = here ? decodingHere(controller, link, info) : previewsFromServer(controller, link);
+  const options = { link, signal: controller.signal, previews: !here, ...handlers };
   try {
-    if (chosen === "stream") await streamLayers(info.id, { link, signal: controller.signal, onLayer });
-    else await fetchLayerRanges(info, { link, signal: controller.signal, onLayer });
+    if (chosen === "stream") await streamLayers(info.id, options);
+    else await fetchLayerRanges(info, options);
+    await handlers.finished?.();
   } catch (error) {
     if (controller.signal.aborted) return;
     state.delivery = null;
     view.play.textContent = "Play";
+    if (here && !FILE_ERRORS.has(error.kind) && error.name === "BrowserDecodeError") {
+      fallBackToServer(`this browser could not decode (${error.message})`);
+      deliver();
+      return;
+    }
     setStatus(`Stopped after ${frames.received} of ${info.layers.length} layers`);
-    showError(chosen === "stream" ? "Streaming failed" : "Fetching ranges failed", error);
+    const what = error.name === "BrowserDecodeError" ? "Decoding in the browser failed" : null;
+    showError(what ?? (chosen === "stream" ? "Streaming failed" : "Fetching ranges failed"), error);
     return;
   }
   if (controller.signal.aborted) return;
@@ -273,8 +388,11 @@ view.play.addEventListener("click", () => {
     deliver();
   }
 });
-for (const radio of document.querySelectorAll('input[name="mode"]')) {
-  radio.addEventListener("change", () => state.info && deliver());
+for (const radio of document.querySelectorAll('input[name="mode"], input[name="decoder"]')) {
+  radio.addEventListener("change", () => {
+    if (radio.name === "decoder") view.decoderNote.hidden = true;
+    if (state.info) deliver();
+  });
 }
 view.throttle.addEventListener("change", () => state.info && deliver());
 

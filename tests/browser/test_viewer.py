@@ -1,4 +1,8 @@
-"""The viewer in real headless Chromium against a real server on loopback."""
+"""The viewer in real headless Chromium against a real server on loopback.
+
+By default the page decodes the bitstream itself: its pictures are checked against the Python `Decoder` of
+the same bytes (the symbols exactly, through the canvas's data-checksums, the pixels within ±1). With
+"Server previews" it shows the server's pictures, which must be exactly the server's."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Page, Request, Response
 
+from codec.api import Decoder
+from codec.model import ScalableCodec
 from tests.browser.composite import side_by_side
 from tests.browser.conftest import MAX_UPLOAD_BYTES, VIEWER_KEY
 from tests.browser.viewer_page import ViewerPage
@@ -38,13 +44,40 @@ def assert_same_picture(canvas: np.ndarray, expected: np.ndarray, what: str) -> 
     assert np.array_equal(canvas[..., :3], expected), f"{what}: pixels differ from the server's picture"
 
 
+def python_decoder(server: RunningServer, image_id: str, model: ScalableCodec) -> Decoder:
+    """The Python decoder of the stored bitstream (fetching the bytes decodes nothing on the server)."""
+    response = httpx.get(f"{server.url}/image/{image_id}/bitstream", timeout=60)
+    assert response.status_code == 200, response.text
+    return Decoder(response.content, model)
+
+
+def assert_within_one(canvas: np.ndarray, expected: np.ndarray, what: str) -> None:
+    assert canvas.shape == (*expected.shape[:2], 4), what
+    assert (canvas[..., 3] == 255).all(), f"{what}: transparent pixels"
+    difference = np.abs(canvas[..., :3].astype(int) - expected.astype(int))
+    assert difference.max() <= 1, f"{what}: a pixel differs by {difference.max()} from Python's decode"
+
+
+def assert_decoded_in_the_browser(viewer: ViewerPage, decoder: Decoder, arrivals: list[tuple[int, np.ndarray]]) -> None:
+    """Every layer painted on arrival is the browser's decode: Python's symbols, pixels within ±1."""
+    assert viewer.page.get_attribute("#reconstruction", "data-decoder") == "browser"
+    layer_count = decoder.header.layer_count
+    assert [layer for layer, _ in arrivals] == list(range(1, layer_count + 1))
+    for layer, pixels in arrivals:
+        assert_within_one(pixels, decoder.decode(layer), f"layer {layer}")
+    checksums = viewer.page.get_attribute("#reconstruction", "data-checksums").split()
+    assert [int(checksum) for checksum in checksums] == [decoder.symbol_checksum(n) for n in range(1, layer_count + 1)]
+
+
 def stored_image(viewer_writer: httpx.Client, seed: int) -> dict:
     response = upload(viewer_writer, make_image(64, 48, seed=seed))
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def test_upload_streams_every_layer(viewer: ViewerPage, viewer_server: RunningServer, kodak_picture: Path) -> None:
+def test_upload_streams_every_layer(
+    viewer: ViewerPage, viewer_server: RunningServer, kodak_picture: Path, codec_model: ScalableCodec
+) -> None:
     requested: list[str] = []
     viewer.page.on("request", lambda request: requested.append(request.url))
     viewer.page.on("websocket", lambda socket: requested.append(socket.url))
@@ -58,16 +91,16 @@ def test_upload_streams_every_layer(viewer: ViewerPage, viewer_server: RunningSe
     info = httpx.get(f"{viewer_server.url}/image/{image_id}/info", timeout=30).json()
     layer_count = len(info["layers"])
     arrivals = viewer.arrivals()
-    assert [layer for layer, _ in arrivals] == list(range(1, layer_count + 1))
     digests = [hashlib.sha256(pixels.tobytes()).hexdigest() for _, pixels in arrivals]
     assert all(a != b for a, b in zip(digests, digests[1:])), "the canvas did not change at some layer"
-    for layer, pixels in arrivals:
-        assert_same_picture(pixels, reconstruction(viewer_server, image_id, layer), f"layer {layer}")
-    assert_same_picture(viewer.canvas(), reconstruction(viewer_server, image_id, layer_count), "final canvas")
+    decoder = python_decoder(viewer_server, image_id, codec_model)
+    assert_decoded_in_the_browser(viewer, decoder, arrivals)
+    assert_within_one(viewer.canvas(), decoder.decode(layer_count), "final canvas")
+    assert not [url for url in requested if "layers=" in url or "previews=" in url], "the server made pictures"
 
     last = info["layers"][-1]
     caption = viewer.caption()
-    assert f"Layer {layer_count} of {layer_count}" in caption
+    assert f"Layer {layer_count} of {layer_count}" in caption and "decoded here in" in caption
     assert f"{last['cumulative_bytes']:,} bytes" in caption and f"{last['bpp']:.3f} bpp" in caption
     assert viewer.page.locator("#chart rect.bar").count() == layer_count
     assert viewer.page.locator("#layer-rows tr:not(.pending)").count() == layer_count
@@ -102,38 +135,73 @@ def test_upload_streams_every_layer(viewer: ViewerPage, viewer_server: RunningSe
     assert origins == {f"127.0.0.1:{viewer_server.port}"}, f"requests beyond the server: {origins}"
 
 
-def test_range_mode_fetches_each_layer_prefix(
-    viewer: ViewerPage, viewer_server: RunningServer, viewer_writer: httpx.Client
-) -> None:
-    info = stored_image(viewer_writer, seed=1)
-    ranges: list[str] = []
-    statuses: list[int] = []
+class BitstreamRanges:
+    """The Range header and status of every bitstream request the page makes."""
 
-    def on_request(request: Request) -> None:
+    def __init__(self, viewer: ViewerPage) -> None:
+        self.ranges: list[str] = []
+        self.statuses: list[int] = []
+        viewer.page.on("request", self._on_request)
+        viewer.page.on("response", self._on_response)
+
+    def _on_request(self, request: Request) -> None:
         if request.url.endswith("/bitstream"):
-            ranges.append(request.headers.get("range", ""))
+            self.ranges.append(request.headers.get("range", ""))
 
-    def on_response(response: Response) -> None:
+    def _on_response(self, response: Response) -> None:
         if response.url.endswith("/bitstream"):
-            statuses.append(response.status)
+            self.statuses.append(response.status)
 
-    viewer.page.on("request", on_request)
-    viewer.page.on("response", on_response)
+    def clear(self) -> None:
+        self.ranges.clear()
+        self.statuses.clear()
+
+
+def test_range_mode_fetches_the_header_then_each_layer_once(
+    viewer: ViewerPage, viewer_server: RunningServer, viewer_writer: httpx.Client, codec_model: ScalableCodec
+) -> None:
+    """Decoding in the browser, every byte travels once: the header's range, then each layer's own."""
+    info = stored_image(viewer_writer, seed=1)
+    requests = BitstreamRanges(viewer)
     viewer.open(f"?id={info['id']}")
     assert viewer.wait_until_finished() == "done", viewer.error_text()
-    ranges.clear()
-    statuses.clear()
+    requests.clear()
     viewer.record_arrivals()
     viewer.choose_mode("Byte ranges")
     assert viewer.wait_until_finished() == "done", viewer.error_text()
 
-    assert ranges == [f"bytes=0-{layer['end'] - 1}" for layer in info["layers"]]
-    assert statuses == [206] * len(info["layers"])
+    header = f"bytes=0-{info['header_bytes'] - 1}"
+    assert requests.ranges == [header] + [f"bytes={layer['offset']}-{layer['end'] - 1}" for layer in info["layers"]]
+    assert requests.statuses == [206] * (1 + len(info["layers"]))
+    assert_decoded_in_the_browser(viewer, python_decoder(viewer_server, info["id"], codec_model), viewer.arrivals())
+    last = info["layers"][-1]
+    assert f"bytes {last['offset']}-{last['end'] - 1}/{info['bytes']}" in viewer.caption()
+
+
+def test_server_previews_fetch_each_layer_prefix(
+    viewer: ViewerPage, viewer_server: RunningServer, viewer_writer: httpx.Client
+) -> None:
+    """The switch to the server's previews: each prefix is a valid file, shown as the server decodes it."""
+    info = stored_image(viewer_writer, seed=1)
+    requests = BitstreamRanges(viewer)
+    viewer.open(f"?id={info['id']}")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    viewer.choose_mode("Server previews")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+    requests.clear()
+    viewer.record_arrivals()
+    viewer.choose_mode("Byte ranges")
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
+
+    assert viewer.page.get_attribute("#reconstruction", "data-decoder") == "server"
+    assert requests.ranges == [f"bytes=0-{layer['end'] - 1}" for layer in info["layers"]]
+    assert requests.statuses == [206] * len(info["layers"])
     arrivals = viewer.arrivals()
     assert [layer for layer, _ in arrivals] == [layer["index"] for layer in info["layers"]]
     for layer, pixels in arrivals:
         assert_same_picture(pixels, reconstruction(viewer_server, info["id"], layer), f"layer {layer}")
     assert f"bytes 0-{info['bytes'] - 1}/{info['bytes']}" in viewer.caption()
+    assert "decoded here" not in viewer.caption()
 
 
 def test_stored_image_and_keyboard_navigation(viewer: ViewerPage, viewer_writer: httpx.Client) -> None:
