@@ -268,8 +268,14 @@ const FILE_ERRORS = new Set([
  * The layer handlers of a delivery whose pictures the browser decodes: they feed the worker pool and do
  * not wait for it, so the next layer travels while this one decodes; `finished()` waits for the last.
  */
-function decodingHere(controller, link, info) {
+/** The pool of decoding workers, started once: their modules load while the page fetches the image's info. */
+function browserDecoder() {
   state.decoder ??= new WorkerDecoder(serviceUrl("decoder/models/"));
+  return state.decoder;
+}
+
+function decodingHere(controller, link, info) {
+  browserDecoder().prepare(info.model); // the runtime and the model's files load while the first bytes travel
   const arrivals = new Map(); // layer -> what the delivery knows of its bytes
   const checksums = [];
   const feeds = [];
@@ -391,12 +397,21 @@ view.play.addEventListener("click", () => {
 for (const radio of document.querySelectorAll('input[name="mode"], input[name="decoder"]')) {
   radio.addEventListener("change", () => {
     if (radio.name === "decoder") view.decoderNote.hidden = true;
-    if (state.info) deliver();
+    if (!state.info) return;
+    updateAddress();
+    deliver();
   });
 }
 view.throttle.addEventListener("change", () => state.info && deliver());
 
 // ---- choosing an image
+
+/** The address bar links to this view: the image, and the server's previews when they are chosen. */
+function updateAddress() {
+  const query = new URLSearchParams({ id: state.info.id });
+  if (decoderChoice() === "server") query.set("decoder", "server");
+  history.replaceState(null, "", `?${query}`);
+}
 
 function showImage(info, original) {
   stopDelivery();
@@ -407,7 +422,7 @@ function showImage(info, original) {
   view.play.disabled = false;
   view.facts.textContent = `${info.width}×${info.height} px · ${info.layers.length} layers · ` +
     `${number.format(info.bytes)} bytes (header ${info.header_bytes}) · ${info.source_format} · id ${info.id}`;
-  history.replaceState(null, "", `?id=${info.id}`);
+  updateAddress();
   view.zoomLink.href = `zoom/${encodeURIComponent(info.id)}`;
   view.zoomLink.hidden = false;
   updateComparison();
@@ -524,6 +539,9 @@ view.key.value = accessKey();
 view.key.addEventListener("input", () => setAccessKey(view.key.value.trim()));
 $("key-form").addEventListener("submit", (event) => event.preventDefault()); // Enter keeps the page
 refreshStored();
-const requested = new URLSearchParams(location.search).get("id");
+const query = new URLSearchParams(location.search);
+if (query.get("decoder") === "server") document.querySelector('input[name="decoder"][value="server"]').checked = true;
+const requested = query.get("id");
+if (requested && !state.cannotDecode && decoderChoice() === "browser") browserDecoder();
 if (requested) openImage(requested);
 else setStatus("Drop or choose an image, or pick a stored one.");

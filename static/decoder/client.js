@@ -9,6 +9,9 @@ const SIMD_PROBE = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11,
 ]);
 const MAX_WORKERS = 4;
+// ONNX Runtime Web's WebAssembly (the WASM build's; a WebGPU worker fetches its own build)
+const RUNTIME_WASM = new URL("../vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", import.meta.url);
+const MODEL_FILES = ["entropy-path.json", "synthesis.onnx"];
 
 /** Why this browser cannot decode the bitstream itself, or null when it can. */
 export function whyBrowserCannotDecode() {
@@ -25,7 +28,7 @@ export function whyBrowserCannotDecode() {
 /** What the decoder could not do (`kind` is its error class: ChecksumError, TruncatedLayerError, ...). */
 export class BrowserDecodeError extends Error {
   constructor({ name, message, layer }) {
-    super(layer ? `layer ${layer}: ${message}` : message);
+    super(layer && !message.includes(`layer ${layer}`) ? `layer ${layer}: ${message}` : message);
     this.name = "BrowserDecodeError";
     this.kind = name;
     this.layer = layer;
@@ -51,6 +54,32 @@ export class WorkerDecoder {
     });
     this.nextId = 0;
     this.file = null;
+  }
+
+  /**
+   * Start loading the runtime and the files of model `modelId` (hex) ahead of the file's bytes. The page
+   * fetches them once (23 MB) and hands every worker a copy: fetched by each worker, they would cross the
+   * network once per worker. If a fetch fails, the workers fetch for themselves and report what fails.
+   */
+  prepare(modelId) {
+    if (this.prepared?.has(modelId)) return;
+    this.prepared ??= new Set();
+    this.prepared.add(modelId);
+    const { models } = this;
+    for (const worker of this.workers) worker.postMessage({ type: "prepare", models, modelId });
+    const folder = new URL(`${modelId}/`, models);
+    (async () => {
+      const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
+      const urls = [...MODEL_FILES.map((name) => new URL(name, folder)), ...(adapter ? [] : [RUNTIME_WASM])];
+      const [json, graph, wasm] = await Promise.all(urls.map(fetchedBytes));
+      return { json, graph, wasm };
+    })().then(
+      (files) => this.workers.forEach((worker) => worker.postMessage({ type: "files", modelId, files })),
+      () => {
+        this.prepared.delete(modelId);
+        this.workers.forEach((worker) => worker.postMessage({ type: "files", modelId, files: null }));
+      },
+    );
   }
 
   /**
@@ -122,6 +151,12 @@ export class WorkerDecoder {
   terminate() {
     for (const worker of this.workers) worker.terminate();
   }
+}
+
+async function fetchedBytes(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url.pathname}: HTTP ${response.status}`);
+  return response.arrayBuffer();
 }
 
 /** One layer from every share's part: the composed picture; its time is the slowest share's. */

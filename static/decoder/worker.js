@@ -5,7 +5,12 @@
 //
 // Several workers may share one picture: each decodes the tiles whose index % count is its share.
 //
-// Messages in:  {type: "open", id, models, share, count}  a new file; `models` is the URL of /decoder/models/
+// Messages in:  {type: "prepare", models, modelId}       the page is fetching that model's files for all its
+//                                                          workers: start with them, do not fetch them again
+//               {type: "files", modelId, files}           them: {json, graph, wasm}, the bytes of entropy-path.json,
+//                                                          synthesis.onnx and ONNX Runtime's WebAssembly (null:
+//                                                          the page's fetch failed, fetch them here)
+//               {type: "open", id, models, share, count}  a new file; `models` is the URL of /decoder/models/
 //               {type: "bytes", id, bytes}                 the next bytes of that file (an ArrayBuffer)
 // Messages out: {type: "layer", id, layer, width, height, tiles, entropyMs, synthesisMs, totalMs, backend}
 //                                                          one decoded layer of this share (tiles' rgba transferred)
@@ -23,13 +28,17 @@ let runtime = null; // Promise<{ort, backend, providers}>
 let file = null; // {id, models, decoder, pending: Uint8Array[], failed}
 let work = Promise.resolve(); // messages are handled one after another
 
-/** ONNX Runtime Web: its WebGPU build when the browser has an adapter, else the WASM build. */
-function loadRuntime() {
+/**
+ * ONNX Runtime Web: its WebGPU build when the browser has an adapter, else the WASM build, from `wasm` (its
+ * WebAssembly's bytes) when given.
+ */
+function loadRuntime(wasm) {
   runtime ??= (async () => {
     const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter().catch(() => null) : null;
     const backend = adapter ? "webgpu" : "wasm";
     const ort = await import(new URL(adapter ? "ort.webgpu.min.mjs" : "ort.wasm.min.mjs", RUNTIME).href);
     ort.env.wasm.wasmPaths = RUNTIME.href;
+    if (wasm && !adapter) ort.env.wasm.wasmBinary = wasm;
     // threads need a cross-origin-isolated page (SharedArrayBuffer); one thread otherwise
     ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, self.navigator.hardwareConcurrency || 1) : 1;
     return { ort, backend, providers: adapter ? ["webgpu", "wasm"] : ["wasm"] };
@@ -43,14 +52,18 @@ async function fetched(url, as) {
   return as === "json" ? response.json() : response.arrayBuffer();
 }
 
+const promisedFiles = new Map(); // model id -> resolves with the files the page is fetching (or null)
+
+/** The model's decoder parts, once per model id; from the page's files when it fetches them. */
 function loadModel(base, modelId) {
   if (!models.has(modelId)) {
     const folder = new URL(`${modelId}/`, base);
     const loading = (async () => {
+      const files = (await promisedFiles.get(modelId)?.promise) ?? {};
       const [{ ort, backend, providers }, json, graph] = await Promise.all([
-        loadRuntime(),
-        fetched(new URL("entropy-path.json", folder), "json"),
-        fetched(new URL("synthesis.onnx", folder)),
+        loadRuntime(files.wasm),
+        files.json ? JSON.parse(new TextDecoder().decode(files.json)) : fetched(new URL("entropy-path.json", folder), "json"),
+        files.graph ?? fetched(new URL("synthesis.onnx", folder)),
       ]);
       const synthesis = await Synthesis.load(ort, new Uint8Array(graph), json, providers);
       return { entropyPath: new EntropyPath(json), synthesis, backend };
@@ -93,6 +106,19 @@ function concatenated(parts) {
 }
 
 self.onmessage = ({ data }) => {
+  if (data.type === "prepare") {
+    // outside the message queue; a failure is met again, and reported, when the file's bytes need the model
+    let resolve;
+    const promise = new Promise((done) => (resolve = done));
+    promisedFiles.set(data.modelId, { promise, resolve });
+    loadModel(data.models, data.modelId).catch(() => {});
+    return;
+  }
+  if (data.type === "files") {
+    promisedFiles.get(data.modelId)?.resolve(data.files);
+    promisedFiles.delete(data.modelId);
+    return;
+  }
   work = work.then(async () => {
     if (data.type === "open") {
       const { id, models: base, share, count } = data;

@@ -188,6 +188,10 @@ def test_server_previews_fetch_each_layer_prefix(
     assert viewer.wait_until_finished() == "done", viewer.error_text()
     viewer.choose_mode("Server previews")
     assert viewer.wait_until_finished() == "done", viewer.error_text()
+    assert viewer.page.evaluate("location.search") == f"?id={info['id']}&decoder=server"  # a link to this view
+    viewer.open(f"?id={info['id']}&decoder=server")
+    assert viewer.page.get_by_label("Server previews").is_checked()
+    assert viewer.wait_until_finished() == "done", viewer.error_text()
     requests.clear()
     viewer.record_arrivals()
     viewer.choose_mode("Byte ranges")

@@ -24,11 +24,14 @@ CANVAS_PIXELS = """(canvas) => {
   return { width: canvas.width, height: canvas.height, rgba: btoa(text) };
 }"""
 
-# Keeps the pixels of every layer as it arrives, read inside the event so that none is missed.
+# Keeps the pixels of every layer as it arrives, read inside the event so that none is missed; called
+# again, it starts a new record.
 RECORD_ARRIVALS = f"""() => {{
+  window.arrivals = [];
+  if (window.recordingArrivals) return;
+  window.recordingArrivals = true;
   const pixels = {CANVAS_PIXELS};
   const canvas = document.getElementById("reconstruction");
-  window.arrivals = [];
   canvas.addEventListener("layershown", (event) => {{
     if (event.detail.cause === "arrival") window.arrivals.push({{ layer: event.detail.layer, ...pixels(canvas) }});
   }});
