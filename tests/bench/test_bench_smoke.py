@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import browser as browser_bench
 from bench import cluster as cluster_bench
 from bench import codec as codec_bench
 from bench import codec_measure, codec_report, report
@@ -228,3 +229,30 @@ def test_effort_benchmark_reports_every_level_beside_jpeg2000(tmp_path: Path, we
         assert len(row[2].split(" / ")) == 6 and len(row[3].split(" / ")) == 6, row  # every layer
         assert re.fullmatch(FIGURE, row[6]), row
     assert "2 images of images/: picture0, picture1" in text and "jpeg2000 (9/7, ICT)" in text
+
+
+def test_browser_benchmark_times_both_deliveries_and_every_layer(
+    tmp_path: Path, tiny_images: Path, weights_path: Path
+) -> None:
+    results, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    browser_bench.main(
+        [
+            "--images", str(tiny_images), "--size", "64x48", "--repeats", "1", "--workers", "1", "2",
+            "--torch-threads", "1", "--weights", str(weights_path), "--results", str(results), "--readme", str(readme),
+        ]
+    )  # fmt: skip
+    text = section(results.read_text(), "### Page load to each layer painted")
+    for delivery in (
+        "browser, first visit",
+        "browser, reload",
+        "server previews, first visit",
+        "server previews, reload",
+    ):
+        (row,) = rows(text, delivery)
+        assert row[1] == "1" and all(re.fullmatch(FIGURE, cell) for cell in (row[2], row[4], row[5])), row
+    text = section(results.read_text(), "### The decoder alone, per layer")
+    for workers in ("1 (wasm)", "2 (wasm)"):
+        layers = rows(text, workers)
+        assert [row[1] for row in layers] == [str(n) for n in range(1, len(layers) + 1)] and len(layers) >= 2
+        assert all(re.fullmatch(FIGURE, cell) for row in layers for cell in row[2:6]), layers
+    assert "page load → first layer painted (first visit)" in readme.read_text()

@@ -12,10 +12,9 @@ import torch
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from bench import processes
+from bench import chromium, processes
 from codec.api import load_model
 from codec.model import ScalableCodec
-from tests.browser import chromium
 from tests.browser.viewer_page import ViewerPage
 from tests.harness import REPO, RunningServer, ServerFactory
 

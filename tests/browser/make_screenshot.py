@@ -21,8 +21,8 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import WebSocketRoute, sync_playwright
 
+from bench import chromium
 from codec.api import default_weights_path
-from tests.browser import chromium
 from tests.browser.composite import side_by_side
 from tests.browser.viewer_page import DELIVERY_TIMEOUT_MS, ViewerPage
 from tests.harness import REPO, ServerFactory
