@@ -194,27 +194,40 @@ export class ExactConvolution {
       }
       span = (height - 1) * rowWidth + width;
     }
-    // the terms to sum: every tap of every input channel that is not all zeros
-    const channels = live ?? Array.from({ length: inChannels }, (_, i) => i);
-    const terms = new Int32Array(channels.length * k2);
-    channels.forEach((i, n) => {
-      for (let t = 0; t < k2; t++) terms[n * k2 + t] = i * k2 + t;
-    });
-    const termCount = terms.length;
+    // the terms to sum: every tap of every input channel that is not all zeros, each with its frame offset
+    // and its 4 weights side by side (the loop below then reads both in order, with no indirection)
+    // (copying the live channels' weights pays only when it leaves out a good share of them)
+    const all = !live || live.length > 0.9 * inChannels;
+    const channels = all ? Array.from({ length: inChannels }, (_, i) => i) : live;
+    const termCount = channels.length * k2;
+    let termWeight = weight;
+    let termOffsets = offsets;
+    if (channels.length < inChannels) {
+      const blocks = Math.ceil(outChannels / 4);
+      termWeight = new Float64Array(blocks * termCount * 4);
+      termOffsets = new Int32Array(termCount);
+      channels.forEach((i, n) => {
+        for (let t = 0; t < k2; t++) termOffsets[n * k2 + t] = offsets[i * k2 + t];
+      });
+      for (let b = 0; b < blocks; b++) {
+        channels.forEach((i, n) => {
+          const from = (b * taps + i * k2) * 4;
+          termWeight.set(weight.subarray(from, from + 4 * k2), (b * termCount + n * k2) * 4);
+        });
+      }
+    }
     for (let o = 0; o < outChannels; o += 4) {
-      const block = (o >> 2) * taps * 4;
+      const block = (o >> 2) * termCount * 4;
       const count = Math.min(4, outChannels - o);
       for (let q = 0; q < span; q += 4) {
         let a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
         let a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
-        for (let n = 0; n < termCount; n++) {
-          const t = terms[n];
-          const w = block + 4 * t;
-          const w0 = weight[w];
-          const w1 = weight[w + 1];
-          const w2 = weight[w + 2];
-          const w3 = weight[w + 3];
-          const f = offsets[t] + q;
+        for (let n = 0, w = block; n < termCount; n++, w += 4) {
+          const w0 = termWeight[w];
+          const w1 = termWeight[w + 1];
+          const w2 = termWeight[w + 2];
+          const w3 = termWeight[w + 3];
+          const f = termOffsets[n] + q;
           const x0 = frame[f];
           const x1 = frame[f + 1];
           const x2 = frame[f + 2];
