@@ -1,4 +1,5 @@
-"""Write docs/viewer-refinement.png: the viewer mid-refinement, at its first layer and at its last.
+"""Write docs/viewer-refinement.png: the viewer mid-refinement, at its first layer and at its last, every
+layer decoded in the browser (the page's default).
 
     python -m tests.browser.make_screenshot --weights weights/codec.pt
 
@@ -92,6 +93,8 @@ def photograph(server_url: str, picture: Path, folder: Path) -> tuple[Path, Path
             gate.release()
             if viewer.wait_until_finished() != "done":
                 raise RuntimeError(f"the viewer failed: {viewer.error_text()}")
+            if page.get_attribute("#reconstruction", "data-decoder") != "browser":
+                raise RuntimeError(f"the page did not decode in the browser: {page.inner_text('#decoder-note')}")
             last = folder / "last.png"
             panel.screenshot(path=str(last))
             return first, last
