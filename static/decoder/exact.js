@@ -15,6 +15,8 @@
 // rounds them up. `roundHalfEven` is torch's; ties are common here (a sum on the 2^-22 grid snapped to
 // 2^-10, a scale index on the 2^-10 grid rounded to an integer).
 
+import { simdKernel } from "./kernel.js";
+
 export const WEIGHT_BITS = 12;
 export const ACTIVATION_BITS = 10;
 export const WEIGHT_LIMIT = 8.0; // |w| <= 2^3
@@ -160,7 +162,8 @@ export class ExactConvolution {
     return out;
   }
 
-  // A register-tiled product: 4 output channels by 4 neighbouring positions in 16 local sums. The input
+  // A register-tiled product (kernel.js, in WebAssembly SIMD): 4 output channels by 4 neighbouring
+  // positions in 16 sums. The input
   // goes into a frame (for 3x3: one pixel of zeros around every channel, rows of width + 2); output
   // (y, x) is accumulated at q = y * rowWidth + x and reads the frame at offsets[t] + q for every term t,
   // so that 4 neighbouring q read 4 neighbouring values (the two columns past each row's end collect
@@ -216,36 +219,24 @@ export class ExactConvolution {
         });
       }
     }
-    for (let o = 0; o < outChannels; o += 4) {
-      const block = (o >> 2) * termCount * 4;
-      const count = Math.min(4, outChannels - o);
-      for (let q = 0; q < span; q += 4) {
-        let a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
-        let a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
-        for (let n = 0, w = block; n < termCount; n++, w += 4) {
-          const w0 = termWeight[w];
-          const w1 = termWeight[w + 1];
-          const w2 = termWeight[w + 2];
-          const w3 = termWeight[w + 3];
-          const f = termOffsets[n] + q;
-          const x0 = frame[f];
-          const x1 = frame[f + 1];
-          const x2 = frame[f + 2];
-          const x3 = frame[f + 3];
-          a00 += w0 * x0; a01 += w0 * x1; a02 += w0 * x2; a03 += w0 * x3;
-          a10 += w1 * x0; a11 += w1 * x1; a12 += w1 * x2; a13 += w1 * x3;
-          a20 += w2 * x0; a21 += w2 * x1; a22 += w2 * x2; a23 += w2 * x3;
-          a30 += w3 * x0; a31 += w3 * x1; a32 += w3 * x2; a33 += w3 * x3;
-        }
-        const sums = [a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33];
-        for (let d = 0; d < 4; d++) {
-          const at = q + d;
-          if (at >= span) break;
-          const y = (at / rowWidth) | 0;
-          const x = at - y * rowWidth;
-          if (x >= width) continue;
-          for (let j = 0; j < count; j++) output[(o + j) * plane + y * width + x] = sums[4 * j + d];
-        }
+    // kernel.js sums every block of 4 output channels at every q into rows of `stride` bytes
+    const blocks = Math.ceil(outChannels / 4);
+    const stride = 8 * 4 * Math.ceil(span / 4);
+    const offsetsAt = 8 * frame.length;
+    const weightsAt = 16 * Math.ceil((offsetsAt + 4 * termCount) / 16);
+    const outAt = weightsAt + 32 * blocks * termCount;
+    const kernel = simdKernel();
+    kernel.reserve(outAt + 4 * blocks * stride);
+    kernel.f64.set(frame, 0);
+    kernel.i32.set(termOffsets.subarray(0, termCount), offsetsAt / 4);
+    kernel.f64.set(termWeight.subarray(0, 4 * blocks * termCount), weightsAt / 8);
+    kernel.tiledProduct(0, offsetsAt, weightsAt, termCount, span, outAt, stride, blocks);
+    const sums = kernel.f64;
+    for (let o = 0; o < outChannels; o++) {
+      const row = (outAt + o * stride) / 8;
+      for (let y = 0; y < height; y++) {
+        const from = row + y * rowWidth;
+        output.set(sums.subarray(from, from + width), o * plane + y * width);
       }
     }
   }
