@@ -54,12 +54,23 @@ export class WorkerDecoder {
     });
     this.nextId = 0;
     this.file = null;
+    this.startRuntime();
   }
 
   /**
-   * Start loading the runtime and the files of model `modelId` (hex) ahead of the file's bytes. The page
-   * fetches them once (23 MB) and hands every worker a copy: fetched by each worker, they would cross the
-   * network once per worker. If a fetch fails, the workers fetch for themselves and report what fails.
+   * Fetch ONNX Runtime's WebAssembly once for all the workers (15 MB), as soon as the pool exists: each
+   * worker starts its runtime with it while the page learns which model the picture needs.
+   */
+  async startRuntime() {
+    const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
+    const wasm = adapter ? null : await fetchedBytes(RUNTIME_WASM).catch(() => null);
+    handOut(this.workers, wasm ? [wasm] : [], ([bytes]) => ({ type: "runtime", wasm: bytes ?? null }));
+  }
+
+  /**
+   * Start loading the files of model `modelId` (hex) ahead of the file's bytes. The page fetches them once
+   * (8 MB) and hands every worker a copy: fetched by each worker, they would cross the network once per
+   * worker. If a fetch fails, the workers fetch for themselves and report what fails.
    */
   prepare(modelId) {
     if (this.prepared?.has(modelId)) return;
@@ -68,13 +79,10 @@ export class WorkerDecoder {
     const { models } = this;
     for (const worker of this.workers) worker.postMessage({ type: "prepare", models, modelId });
     const folder = new URL(`${modelId}/`, models);
-    (async () => {
-      const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
-      const urls = [...MODEL_FILES.map((name) => new URL(name, folder)), ...(adapter ? [] : [RUNTIME_WASM])];
-      const [json, graph, wasm] = await Promise.all(urls.map(fetchedBytes));
-      return { json, graph, wasm };
-    })().then(
-      (files) => this.workers.forEach((worker) => worker.postMessage({ type: "files", modelId, files })),
+    Promise.all(MODEL_FILES.map((name) => fetchedBytes(new URL(name, folder)))).then(
+      ([json, graph]) => {
+        handOut(this.workers, [json, graph], ([json, graph]) => ({ type: "files", modelId, files: { json, graph } }));
+      },
       () => {
         this.prepared.delete(modelId);
         this.workers.forEach((worker) => worker.postMessage({ type: "files", modelId, files: null }));
@@ -151,6 +159,17 @@ export class WorkerDecoder {
   terminate() {
     for (const worker of this.workers) worker.terminate();
   }
+}
+
+/**
+ * Post `build(buffers)` to every worker: copies of `buffers` (ArrayBuffers) to each but the last, which
+ * gets them transferred (one copy fewer of what may be megabytes).
+ */
+function handOut(workers, buffers, build) {
+  workers.forEach((worker, i) => {
+    const mine = i === workers.length - 1 ? buffers : buffers.map((buffer) => buffer.slice(0));
+    worker.postMessage(build(mine), mine);
+  });
 }
 
 async function fetchedBytes(url) {

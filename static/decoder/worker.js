@@ -5,11 +5,14 @@
 //
 // Several workers may share one picture: each decodes the tiles whose index % count is its share.
 //
-// Messages in:  {type: "prepare", models, modelId}       the page is fetching that model's files for all its
+// Messages in:  {type: "runtime", wasm}                  first: ONNX Runtime's WebAssembly (an ArrayBuffer; null
+//                                                          with WebGPU or when the page's fetch failed: the
+//                                                          runtime fetches its own); the runtime starts at once
+//               {type: "prepare", models, modelId}       the page is fetching that model's files for all its
 //                                                          workers: start with them, do not fetch them again
-//               {type: "files", modelId, files}           them: {json, graph, wasm}, the bytes of entropy-path.json,
-//                                                          synthesis.onnx and ONNX Runtime's WebAssembly (null:
-//                                                          the page's fetch failed, fetch them here)
+//               {type: "files", modelId, files}           them: {json, graph}, the bytes of entropy-path.json and
+//                                                          synthesis.onnx (null: the page's fetch failed, fetch
+//                                                          them here)
 //               {type: "open", id, models, share, count}  a new file; `models` is the URL of /decoder/models/
 //               {type: "bytes", id, bytes}                 the next bytes of that file (an ArrayBuffer)
 // Messages out: {type: "layer", id, layer, width, height, tiles, entropyMs, synthesisMs, totalMs, backend}
@@ -28,20 +31,37 @@ let runtime = null; // Promise<{ort, backend, providers}>
 let file = null; // {id, models, decoder, pending: Uint8Array[], failed}
 let work = Promise.resolve(); // messages are handled one after another
 
+// ONNX Runtime initialises its WebAssembly (instantiates and starts its 15 MB) with the first session it
+// makes. This one-node graph (Identity of a float[1], ONNX opset 17) makes that happen as soon as the
+// runtime's bytes arrive, while the model's files still travel, instead of after them.
+const WARM_UP_GRAPH = new Uint8Array([
+  8, 8, 58, 58, 10, 16, 10, 1, 120, 18, 1, 121, 34, 8, 73, 100, 101, 110, 116, 105, 116, 121, 18, 4, 119, 97, 114, 109,
+  90, 15, 10, 1, 120, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 98, 15, 10, 1, 121, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8,
+  1, 66, 4, 10, 0, 16, 17,
+]);
+let receiveRuntime;
+const runtimeBytes = new Promise((resolve) => (receiveRuntime = resolve)); // the page's "runtime" message
+
 /**
- * ONNX Runtime Web: its WebGPU build when the browser has an adapter, else the WASM build, from `wasm` (its
- * WebAssembly's bytes) when given.
+ * ONNX Runtime Web, initialised: its WebGPU build when the browser has an adapter, else the WASM build, from
+ * the WebAssembly's bytes the page sent (or, when it sent none, fetched by the runtime itself).
  */
-function loadRuntime(wasm) {
+function loadRuntime() {
   runtime ??= (async () => {
     const adapter = self.navigator.gpu ? await self.navigator.gpu.requestAdapter().catch(() => null) : null;
     const backend = adapter ? "webgpu" : "wasm";
-    const ort = await import(new URL(adapter ? "ort.webgpu.min.mjs" : "ort.wasm.min.mjs", RUNTIME).href);
+    const [ort, wasm] = await Promise.all([
+      import(new URL(adapter ? "ort.webgpu.min.mjs" : "ort.wasm.min.mjs", RUNTIME).href),
+      runtimeBytes,
+    ]);
     ort.env.wasm.wasmPaths = RUNTIME.href;
     if (wasm && !adapter) ort.env.wasm.wasmBinary = wasm;
     // threads need a cross-origin-isolated page (SharedArrayBuffer); one thread otherwise
     ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, self.navigator.hardwareConcurrency || 1) : 1;
-    return { ort, backend, providers: adapter ? ["webgpu", "wasm"] : ["wasm"] };
+    const providers = adapter ? ["webgpu", "wasm"] : ["wasm"];
+    const warmUp = await ort.InferenceSession.create(WARM_UP_GRAPH, { executionProviders: providers });
+    await warmUp.release();
+    return { ort, backend, providers };
   })();
   return runtime;
 }
@@ -61,7 +81,7 @@ function loadModel(base, modelId) {
     const loading = (async () => {
       const files = (await promisedFiles.get(modelId)?.promise) ?? {};
       const [{ ort, backend, providers }, json, graph] = await Promise.all([
-        loadRuntime(files.wasm),
+        loadRuntime(),
         files.json ? JSON.parse(new TextDecoder().decode(files.json)) : fetched(new URL("entropy-path.json", folder), "json"),
         files.graph ?? fetched(new URL("synthesis.onnx", folder)),
       ]);
@@ -106,6 +126,11 @@ function concatenated(parts) {
 }
 
 self.onmessage = ({ data }) => {
+  if (data.type === "runtime") {
+    receiveRuntime(data.wasm);
+    loadRuntime().catch(() => {}); // a failure is met again, and reported, when a file needs the model
+    return;
+  }
   if (data.type === "prepare") {
     // outside the message queue; a failure is met again, and reported, when the file's bytes need the model
     let resolve;
