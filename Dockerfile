@@ -1,14 +1,6 @@
 # One image for CPU and GPU: the pinned torch wheel carries CUDA and falls
 # back to the CPU when no GPU is visible. It installs exactly as the README
 # does (`make install`), runs as a non-root user, and keeps data in a volume.
-# ONNX Runtime Web for the in-browser decoder, from npm, checked against its recorded integrity and hashes
-# (scripts/vendor-onnxruntime-web); only the checked files reach the image.
-FROM node:20-bookworm-slim AS browser-runtime
-WORKDIR /build
-COPY scripts/vendor-onnxruntime-web ./scripts/
-COPY static/vendor/onnxruntime-web/SHA256SUMS static/vendor/onnxruntime-web/VENDORED.md ./static/vendor/onnxruntime-web/
-RUN scripts/vendor-onnxruntime-web
-
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -33,7 +25,6 @@ COPY --chown=codec:codec client ./client
 COPY --chown=codec:codec server ./server
 COPY --chown=codec:codec bench ./bench
 COPY --chown=codec:codec static ./static
-COPY --chown=codec:codec --from=browser-runtime /build/static/vendor/onnxruntime-web ./static/vendor/onnxruntime-web
 COPY --chown=codec:codec scripts ./scripts
 COPY --chown=codec:codec weights ./weights
 

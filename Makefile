@@ -21,17 +21,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $@
 
-# ONNX Runtime Web for the in-browser decoder comes from npm (scripts/vendor-onnxruntime-web): without npm
-# `install` only warns and the viewer shows the server's previews; the tests need it.
 install: $(VENV)/.installed
-	scripts/vendor-onnxruntime-web --optional
 
 serve: install
 	$(BIN)/python -m server
 
 test: $(VENV)/.installed-test
 	scripts/ensure-system-packages
-	scripts/vendor-onnxruntime-web
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

@@ -1,9 +1,9 @@
 """The browser benchmark's measurements: the viewer in headless Chromium decoding a stored picture itself,
 beside the same page showing the server's previews, and the decoder's worker pool alone, as `Figures`.
 
-Page loads: a first visit in a fresh browser context (nothing cached: the page, ONNX Runtime Web and the
-model's files all travel over loopback), to a copy of the picture the server has not decoded yet, then a
-reload in the same context (the browser's HTTP cache, and the server's caches of what it decoded). The
+Page loads: a first visit in a fresh browser profile (nothing cached: the page and the model's files travel
+over loopback), to a copy of the picture the server has not decoded yet, then a reload in the same profile
+(the browser's HTTP cache, on disk as a returning visitor's, and the server's caches of what it decoded). The
 times come from the page's own clock: `performance.now()` at each `layershown` arrival, counted from the
 start of the navigation. The decoder alone: `WorkerDecoder` fed the stored file layer by layer in the
 page, with 1 and 2 workers; the time of each layer is the decoder's own (its slowest worker's entropy
@@ -15,13 +15,14 @@ from __future__ import annotations
 import io
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from PIL import Image
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from bench import chromium, processes
 from bench.codec_measure import Size, test_pictures
@@ -39,7 +40,6 @@ document.addEventListener("layershown", (event) => {
   window.paints.push({ layer: event.detail.layer, ms: performance.now(), decodeMs: decoded });
 }, true);
 """
-RUNTIME_WASM = processes.REPO / "static" / "vendor" / "onnxruntime-web" / "ort-wasm-simd-threaded.wasm"
 FINISHED = "() => ['done', 'error'].includes(document.body.dataset.state)"
 
 # Decodes the stored file layer by layer with `workers` workers; the decoder's times of each layer.
@@ -129,7 +129,6 @@ class Figures:
     pools: list[Pool]
     python_ms: list[float]  # the Python decoder in this process, per layer (median over the repeats)
     model_files_bytes: int
-    runtime_bytes: int  # ONNX Runtime Web's WebAssembly, as a first visit fetches it
 
 
 def start_server(root: Path, plan: Plan) -> Running:
@@ -160,11 +159,12 @@ def upload_copies(server: Running, plan: Plan) -> list[dict]:
     return stored
 
 
-def page_loads(browser: Browser, urls: list[str]) -> tuple[list[PageLoad], list[PageLoad]]:
-    """A first visit to each of `urls`, each in a fresh browser context, and a reload after each."""
+def page_loads(playwright: Playwright, urls: list[str]) -> tuple[list[PageLoad], list[PageLoad]]:
+    """A first visit to each of `urls`, each in a fresh browser profile, and a reload after each."""
     cold, warm = [], []
     for url in urls:
-        page = chromium.new_page(browser)
+        profile = tempfile.TemporaryDirectory(prefix="bench-browser-")
+        page = chromium.profile_page(playwright, Path(profile.name))
         page.add_init_script(RECORD_PAINTS)
         try:
             for loads in (cold, warm):
@@ -176,6 +176,7 @@ def page_loads(browser: Browser, urls: list[str]) -> tuple[list[PageLoad], list[
                 loads.append(PageLoad([p["ms"] for p in paints], [p["decodeMs"] for p in paints]))
         finally:
             page.context.close()
+            profile.cleanup()
     return cold, warm
 
 
@@ -224,7 +225,7 @@ def measure(plan: Plan, root: Path) -> Figures:
         info = copies[0]
         model_id = info["model"]
         files = [httpx.get(f"{server.url}/decoder/models/{model_id}/{name}", timeout=300) for name in
-                 ("entropy-path.json", "synthesis.onnx")]  # fmt: skip
+                 ("entropy-path.json", "synthesis-weights.bin")]  # fmt: skip
         for answer in files:
             answer.raise_for_status()
         bitstream = httpx.get(f"{server.url}/image/{info['id']}/bitstream", timeout=60).content
@@ -234,7 +235,7 @@ def measure(plan: Plan, root: Path) -> Figures:
                 deliveries = []
                 for name, query in (("browser", ""), ("server previews", "&decoder=server")):
                     print(f"bench.browser: {plan.repeats} page loads, {name}", file=sys.stderr)
-                    cold, warm = page_loads(browser, [f"{server.url}/?id={copy['id']}{query}" for copy in copies])
+                    cold, warm = page_loads(playwright, [f"{server.url}/?id={copy['id']}{query}" for copy in copies])
                     deliveries += [Delivery(f"{name}, first visit", cold), Delivery(f"{name}, reload", warm)]
                 pools = []
                 for workers in plan.workers:
@@ -248,5 +249,5 @@ def measure(plan: Plan, root: Path) -> Figures:
     print("bench.browser: the Python decoder in this process", file=sys.stderr)
     return Figures(
         plan.size, info["bytes"], len(info["layers"]), version, deliveries, pools,
-        python_decode_ms(bitstream, plan), sum(len(answer.content) for answer in files), RUNTIME_WASM.stat().st_size,
+        python_decode_ms(bitstream, plan), sum(len(answer.content) for answer in files),
     )  # fmt: skip

@@ -57,14 +57,14 @@ def render(figures: Figures, plan: Plan, machine: str, argv: list[str], seconds:
 {figures.image_bytes:,} bytes, {figures.image_bytes * 8 / pixels:.2f} bpp), stored on a `python -m server` on
 loopback ({plan.torch_threads} torch thread(s)), shown by the viewer in headless {figures.chromium} (WASM, no GPU:
 Debian's chromium under Playwright, `--disable-gpu`). The page decodes the bitstream itself
-(static/decoder/: the exact entropy path in JavaScript, the synthesis through ONNX Runtime Web, in a pool of
-Web Workers); the alternative in the same run is the same page showing the server's PNG previews
+(static/decoder/: the exact entropy path and the synthesis network in WebAssembly SIMD, in a pool of Web
+Workers); the alternative in the same run is the same page showing the server's PNG previews
 (`?decoder=server`). Times are the page's own clock, from the start of the navigation to each layer painted
-on arrival, medians of {plan.repeats} loads. A first visit is a fresh browser context showing a copy of the
-picture (one pixel apart) that the server has not decoded yet: the page, ONNX Runtime Web's
-{figures.runtime_bytes / 1e6:.1f} MB of WebAssembly and the model's {figures.model_files_bytes / 1e6:.1f} MB of
-files all travel. A reload follows in the same context: the model's files come from the browser's HTTP cache
-(they are immutable), and the server's previews from the server's caches of what it decoded at the first visit.
+on arrival, medians of {plan.repeats} loads. A first visit is a fresh browser profile showing a copy of the
+picture (one pixel apart) that the server has not decoded yet: the page and the model's
+{figures.model_files_bytes / 1e6:.1f} MB of files travel. A reload follows in the same profile: the model's
+files come from the browser's HTTP cache on disk (they are immutable), and the server's previews from the
+server's caches of what it decoded at the first visit.
 The background training run, if any, is in the machine table.
 
 {machine}

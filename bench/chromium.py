@@ -32,6 +32,16 @@ def launch(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGUMENTS)
 
 
+def profile_page(playwright: Playwright, profile: Path, viewport: dict | None = None) -> Page:
+    """A tab of a browser with its own profile in `profile`: its HTTP cache is on disk, as a returning
+    visitor's is (a context of `new_page` caches in memory only, and not files of several MB)."""
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), headless=True, args=ARGUMENTS,
+        viewport=viewport or DESKTOP, device_scale_factor=1,
+    )  # fmt: skip
+    return context.pages[0] if context.pages else context.new_page()
+
+
 def new_page(browser: Browser, viewport: dict | None = None) -> Page:
     """A tab in a context of its own: no storage (access key, cache) carries over from another."""
     context = browser.new_context(viewport=viewport or DESKTOP, device_scale_factor=1)

@@ -42,7 +42,18 @@ from codec.onnx_runtime import graph_bytes
 from codec.rans_tables import tables_json
 
 FORMAT = "scalable-codec-entropy-path"
-VERSION = 2  # 2: with the synthesis gains
+VERSION = 3  # 2: with the synthesis gains; 3: and the synthesis network's weights (synthesis-weights.bin)
+# The synthesis network's parameters (`ScalableCodec.decoder`), in the order synthesis-weights.bin holds them.
+SYNTHESIS_WEIGHTS = "synthesis-weights.bin"
+SYNTHESIS_TENSORS = (
+    "refiner.reduce.weight",
+    "refiner.reduce.bias",
+    "refiner.rnn.gates.weight",
+    "refiner.rnn.gates.bias",
+    "refiner.expand.weight",
+    "refiner.expand.bias",
+    "synthesis.weight",
+)
 # The hyper-decoder's exact convolutions, in the order its forward runs them.
 CONVOLUTIONS = ("up32", "up16", "history", "gate", "candidate", "mix", "params")
 
@@ -131,15 +142,18 @@ def export_entropy_path(model: ScalableCodec) -> dict:
             "latent": tables_json(model.latent_model),
             "side": [tables_json(side) for side in model.side_models],
         },
-        "synthesis": _synthesis_gains(model),
+        "synthesis": _synthesis(model),
     }
 
 
-def _synthesis_gains(model: ScalableCodec) -> dict:
-    """What `ScalableCodec.synthesise` multiplies around the synthesis graph, per layer, as the float32
-    values it computes (exact as JSON numbers), so that the browser's float32 arithmetic matches it."""
+def _synthesis(model: ScalableCodec) -> dict:
+    """The synthesis network's shapes (its weights are in `synthesis_weights`) and what
+    `ScalableCodec.synthesise` multiplies around it, per layer, as the float32 values it computes (exact as
+    JSON numbers), so that the browser's float32 arithmetic matches it."""
+    parameters = model.decoder.state_dict()
     return {
-        "graph": "synthesis.onnx",
+        "weights": SYNTHESIS_WEIGHTS,
+        "tensors": [{"name": name, "shape": list(parameters[name].shape)} for name in SYNTHESIS_TENSORS],
         "rnn_channels": model.config.rnn_channels,
         "initial_reconstruction": INITIAL_RECONSTRUCTION,
         # (layers, latent_channels): the latents' inverse gain before the graph
@@ -149,13 +163,23 @@ def _synthesis_gains(model: ScalableCodec) -> dict:
     }
 
 
+@torch.no_grad()
+def synthesis_weights(model: ScalableCodec) -> bytes:
+    """The synthesis network's float32 parameters, little-endian, one tensor after another in the order of
+    SYNTHESIS_TENSORS (static/decoder/synthesis.js runs the network on them)."""
+    parameters = model.decoder.state_dict()
+    return b"".join(parameters[name].float().contiguous().numpy().astype("<f4").tobytes() for name in SYNTHESIS_TENSORS)
+
+
 def write_web_decoder(model: ScalableCodec, directory: Path) -> Path:
-    """The browser decoder's files for `model` under `directory`/<model id>/: `entropy-path.json` and the
-    ONNX graphs (`synthesis.onnx`, which the page runs, and `analysis.onnx`). Returns that folder."""
+    """The browser decoder's files for `model` under `directory`/<model id>/: `entropy-path.json` and
+    `synthesis-weights.bin`, which the page reads, and the ONNX graphs of the analysis and synthesis
+    networks (`analysis.onnx`, `synthesis.onnx`, for other runtimes). Returns that folder."""
     folder = directory / model.model_id.hex()
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(export_entropy_path(model), separators=(",", ":"))
     (folder / "entropy-path.json").write_text(text)
+    (folder / SYNTHESIS_WEIGHTS).write_bytes(synthesis_weights(model))
     for name in ("analysis", "synthesis"):
         (folder / f"{name}.onnx").write_bytes(graph_bytes(model, name))
     return folder

@@ -1,10 +1,10 @@
 """The in-browser decoder's files of the loaded model, built from its weights once and held in memory.
 
 The page decodes a stored file itself (static/decoder/) with two files bound to the model id that wrote
-it: `entropy-path.json` (codec.web_export: the exact entropy path and the synthesis gains) and
-`synthesis.onnx` (codec.onnx_runtime's graph). They follow from the shipped weights, so the server derives
-them on the first request (a few seconds, then from memory) instead of shipping them beside the weights;
-nothing is fetched.
+it: `entropy-path.json` (codec.web_export: the exact entropy path, the synthesis network's shapes and
+gains) and `synthesis-weights.bin` (the synthesis network's float32 weights). They follow from the shipped
+weights, so the server derives them on the first request (a few seconds, then from memory) instead of
+shipping them beside the weights; nothing is fetched.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from codec.model import ScalableCodec
 
-MEDIA_TYPES = {"entropy-path.json": "application/json", "synthesis.onnx": "application/octet-stream"}
+MEDIA_TYPES = {"entropy-path.json": "application/json", "synthesis-weights.bin": "application/octet-stream"}
 
 
 class WebDecoderFiles:
@@ -31,9 +31,8 @@ class WebDecoderFiles:
     def files(self) -> dict[str, bytes]:
         with self._lock:
             if self._files is None:
-                from codec.onnx_runtime import graph_bytes
-                from codec.web_export import export_entropy_path
+                from codec.web_export import SYNTHESIS_WEIGHTS, export_entropy_path, synthesis_weights
 
                 exported = json.dumps(export_entropy_path(self.model), separators=(",", ":")).encode()
-                self._files = {"entropy-path.json": exported, "synthesis.onnx": graph_bytes(self.model, "synthesis")}
+                self._files = {"entropy-path.json": exported, SYNTHESIS_WEIGHTS: synthesis_weights(self.model)}
             return self._files

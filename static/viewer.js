@@ -3,7 +3,7 @@
 // layers and compare one with the original.
 //
 // By default the page decodes the bitstream itself (static/decoder/: a pool of Web Workers running the
-// exact entropy path and the synthesis through ONNX Runtime Web); the "Decode" switch shows the server's
+// exact entropy path and the synthesis network in WebAssembly SIMD); the "Decode" switch shows the server's
 // previews instead, and the page falls back to them when this browser cannot decode.
 //
 // For tests and tools the page reports progress in the DOM: <body data-state> is one of idle,

@@ -16,7 +16,7 @@ router = APIRouter()
 @router.get(
     "/decoder/models/{model_id}/{name}",
     responses={200: {"content": {t: {} for t in set(MEDIA_TYPES.values())}}, **error_responses(404, 503)},
-    summary="A file of the in-browser decoder for the weights `model_id` (entropy-path.json, synthesis.onnx)",
+    summary="A file of the in-browser decoder for the weights `model_id` (entropy-path.json, synthesis-weights.bin)",
 )
 async def decoder_file(service: ServiceDep, request: Request, model_id: str, name: str) -> Response:
     files = service.web_decoder

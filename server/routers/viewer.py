@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from server.deps import ServiceDep
@@ -11,7 +11,7 @@ from server.errors import ApiError
 router = APIRouter()
 
 # The viewer may talk to this server only: no other origin is fetched, framed or scripted. Scripts may
-# compile WebAssembly (the in-browser decoder's ONNX Runtime), never evaluate strings.
+# compile WebAssembly (the in-browser decoder's kernel, static/decoder/kernel.js), never evaluate strings.
 VIEWER_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
     "img-src 'self' data: blob:; connect-src 'self'; "
@@ -36,9 +36,26 @@ def page(service: ServiceDep, name: str, headers: dict[str, str]) -> FileRespons
     return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache", **headers})
 
 
+def decoder_preload(service: ServiceDep) -> dict[str, str]:
+    """A `Link` header that has the browser fetch the decoder's model files with the page itself, not once
+    the page has run its scripts and learnt the picture's model: about 0.15-0.4 s sooner on a first visit
+    (the files are immutable, so later visits take them from the cache)."""
+    from server.web_decoder import MEDIA_TYPES
+
+    files = service.web_decoder
+    if files is None:
+        return {}
+    links = [f"<decoder/models/{files.model_id}/{name}>; rel=preload; as=fetch; crossorigin" for name in MEDIA_TYPES]
+    return {"Link": ", ".join(links)}
+
+
 @router.get("/", response_class=FileResponse, include_in_schema=False)
-async def viewer(service: ServiceDep) -> FileResponse:
-    return page(service, "index.html", VIEWER_HEADERS)
+async def viewer(service: ServiceDep, request: Request) -> FileResponse:
+    """The viewer; when it opens a picture to decode itself (`?id=`, not `?decoder=server`), with the model
+    files preloaded."""
+    query = request.query_params
+    decodes_here = "id" in query and query.get("decoder") != "server"
+    return page(service, "index.html", {**VIEWER_HEADERS, **(decoder_preload(service) if decodes_here else {})})
 
 
 @router.get("/zoom/{image_id}", response_class=FileResponse, include_in_schema=False)

@@ -4,14 +4,12 @@
 
 import { composeLayer } from "./picture.js";
 
-// A WebAssembly module that uses a SIMD instruction: ONNX Runtime Web's WASM build needs SIMD.
+// A WebAssembly module that uses a SIMD instruction: the decoder's kernel (kernel.js) is SIMD.
 const SIMD_PROBE = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11,
 ]);
 const MAX_WORKERS = 4;
-// ONNX Runtime Web's WebAssembly (the WASM build's; a WebGPU worker fetches its own build)
-const RUNTIME_WASM = new URL("../vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", import.meta.url);
-const MODEL_FILES = ["entropy-path.json", "synthesis.onnx"];
+const MODEL_FILES = ["entropy-path.json", "synthesis-weights.bin"];
 
 /** Why this browser cannot decode the bitstream itself, or null when it can. */
 export function whyBrowserCannotDecode() {
@@ -54,17 +52,6 @@ export class WorkerDecoder {
     });
     this.nextId = 0;
     this.file = null;
-    this.startRuntime();
-  }
-
-  /**
-   * Fetch ONNX Runtime's WebAssembly once for all the workers (15 MB), as soon as the pool exists: each
-   * worker starts its runtime with it while the page learns which model the picture needs.
-   */
-  async startRuntime() {
-    const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
-    const wasm = adapter ? null : await fetchedBytes(RUNTIME_WASM).catch(() => null);
-    handOut(this.workers, wasm ? [wasm] : [], ([bytes]) => ({ type: "runtime", wasm: bytes ?? null }));
   }
 
   /**
@@ -80,8 +67,8 @@ export class WorkerDecoder {
     for (const worker of this.workers) worker.postMessage({ type: "prepare", models, modelId });
     const folder = new URL(`${modelId}/`, models);
     Promise.all(MODEL_FILES.map((name) => fetchedBytes(new URL(name, folder)))).then(
-      ([json, graph]) => {
-        handOut(this.workers, [json, graph], ([json, graph]) => ({ type: "files", modelId, files: { json, graph } }));
+      ([json, weights]) => {
+        handOut(this.workers, [json, weights], ([json, weights]) => ({ type: "files", modelId, files: { json, weights } }));
       },
       () => {
         this.prepared.delete(modelId);

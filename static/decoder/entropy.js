@@ -26,7 +26,7 @@ import {
 import { RansDecoder, RansTables } from "./rans.js";
 
 export const EXPORT_FORMAT = "scalable-codec-entropy-path";
-export const EXPORT_VERSION = 2;
+export const EXPORT_VERSION = 3;
 const CONVOLUTIONS = ["up32", "up16", "history", "gate", "candidate", "mix", "params"];
 
 /** A file written by other weights than the export's (codec.errors.ModelMismatchError). */
@@ -53,6 +53,18 @@ function numerators({ shape, bits, dtype, base64 }) {
   const scale = 2 ** bits;
   for (let i = 0; i < count; i++) {
     values[i] = (width === 2 ? view.getInt16(2 * i, true) : view.getInt32(4 * i, true)) / scale;
+  }
+  return values;
+}
+
+/**
+ * Weights from their numerators over 2^WEIGHT_BITS: on the grid by construction, and int16 numerators
+ * within ±WEIGHT_LIMIT too; int32 ones are checked against it here, once, instead of every value again.
+ */
+function gridWeights(packed) {
+  const values = numerators(packed);
+  if (packed.dtype !== "int16" && values.some((v) => Math.abs(v) > WEIGHT_LIMIT)) {
+    throw new EntropyPathError(`a weight beyond ±${WEIGHT_LIMIT}`);
   }
   return values;
 }
@@ -122,8 +134,9 @@ export class EntropyPath {
         inChannels: c.in_channels,
         outChannels: c.out_channels,
         kernelSize: c.kernel_size,
-        weight: numerators(c.weight),
-        bias: numerators(c.bias),
+        weight: gridWeights(c.weight),
+        bias: gridWeights(c.bias),
+        onGrid: true,
       });
     }
     const perLayer = (rows, width, what) => {

@@ -15,7 +15,7 @@
 // rounds them up. `roundHalfEven` is torch's; ties are common here (a sum on the 2^-22 grid snapped to
 // 2^-10, a scale index on the 2^-10 grid rounded to an integer).
 
-import { simdKernel } from "./kernel.js";
+import { convolutionSums, placedWeights, productKernel } from "./kernel.js";
 
 export const WEIGHT_BITS = 12;
 export const ACTIVATION_BITS = 10;
@@ -86,10 +86,11 @@ export function clampInPlace(values, low, high) {
 
 /**
  * One ExactConv2d's parameters, on the weight grid: `weight` (out, in, k, k) and `bias` (out) as
- * Float64Arrays, kernel 1 or 3, padding k // 2, stride 1.
+ * Float64Arrays, kernel 1 or 3, padding k // 2, stride 1. Every parameter is checked to be on the grid
+ * unless `onGrid` says the caller built them so (entropy.js: from integer numerators).
  */
 export class ExactConvolution {
-  constructor({ inChannels, outChannels, kernelSize, weight, bias }) {
+  constructor({ inChannels, outChannels, kernelSize, weight, bias, onGrid = false }) {
     if (kernelSize !== 1 && kernelSize !== 3) throw new RangeError(`kernel size ${kernelSize}: only 1 and 3`);
     if (inChannels * kernelSize * kernelSize > MAX_TERMS) {
       throw new RangeError(`${inChannels * kernelSize * kernelSize} terms per output: too many for exact float64 sums`);
@@ -99,7 +100,7 @@ export class ExactConvolution {
         `weights of ${weight.length} and biases of ${bias.length} for ${outChannels}x${inChannels}x${kernelSize}²`,
       );
     }
-    for (const values of [weight, bias]) {
+    for (const values of onGrid ? [] : [weight, bias]) {
       for (let i = 0; i < values.length; i++) {
         const v = values[i];
         if (!(Math.abs(v) <= WEIGHT_LIMIT) || v * 2 ** WEIGHT_BITS !== Math.round(v * 2 ** WEIGHT_BITS)) {
@@ -147,98 +148,14 @@ export class ExactConvolution {
     return activationInPlace(output);
   }
 
-  /** The weights of output channels o..o+3 (zeros past the last) interleaved: [(i * k² + tap) * 4 + j]. */
-  blocked() {
-    if (this.blockedWeight) return this.blockedWeight;
-    const { inChannels, outChannels, kernelSize, weight } = this;
-    const taps = inChannels * kernelSize * kernelSize;
-    const blocks = Math.ceil(outChannels / 4);
-    const out = new Float64Array(blocks * taps * 4);
-    for (let o = 0; o < outChannels; o++) {
-      const block = o >> 2;
-      for (let t = 0; t < taps; t++) out[(block * taps + t) * 4 + (o & 3)] = weight[o * taps + t];
-    }
-    this.blockedWeight = out;
-    return out;
-  }
-
-  // A register-tiled product (kernel.js, in WebAssembly SIMD): 4 output channels by 4 neighbouring
-  // positions in 16 sums. The input
-  // goes into a frame (for 3x3: one pixel of zeros around every channel, rows of width + 2); output
-  // (y, x) is accumulated at q = y * rowWidth + x and reads the frame at offsets[t] + q for every term t,
-  // so that 4 neighbouring q read 4 neighbouring values (the two columns past each row's end collect
-  // sums that are never stored; the frame has 4 values of slack at its end for the last q).
+  // A register-tiled product (kernel.js, in WebAssembly SIMD, float64) of the input channels that are not
+  // zeros throughout; the weights go into the kernel's memory on first use.
   forwardTiled(input, height, width, output, live = undefined) {
     const { inChannels, outChannels, kernelSize } = this;
-    const weight = this.blocked();
-    const plane = height * width;
-    const k2 = kernelSize * kernelSize;
-    const taps = inChannels * k2;
-    const offsets = new Int32Array(taps);
-    let frame;
-    let rowWidth;
-    let span;
-    if (kernelSize === 1) {
-      rowWidth = width;
-      span = plane;
-      frame = new Float64Array(inChannels * plane + 4);
-      frame.set(input);
-      for (let t = 0; t < taps; t++) offsets[t] = t * plane;
-    } else {
-      rowWidth = width + 2;
-      const framePlane = (height + 2) * rowWidth;
-      frame = new Float64Array(inChannels * framePlane + 4);
-      for (let i = 0; i < inChannels; i++) {
-        for (let y = 0; y < height; y++) {
-          const from = i * plane + y * width;
-          frame.set(input.subarray(from, from + width), i * framePlane + (y + 1) * rowWidth + 1);
-        }
-        for (let t = 0; t < 9; t++) offsets[i * 9 + t] = i * framePlane + ((t / 3) | 0) * rowWidth + (t % 3);
-      }
-      span = (height - 1) * rowWidth + width;
-    }
-    // the terms to sum: every tap of every input channel that is not all zeros, each with its frame offset
-    // and its 4 weights side by side (the loop below then reads both in order, with no indirection)
-    // (copying the live channels' weights pays only when it leaves out a good share of them)
-    const all = !live || live.length > 0.9 * inChannels;
-    const channels = all ? Array.from({ length: inChannels }, (_, i) => i) : live;
-    const termCount = channels.length * k2;
-    let termWeight = weight;
-    let termOffsets = offsets;
-    if (channels.length < inChannels) {
-      const blocks = Math.ceil(outChannels / 4);
-      termWeight = new Float64Array(blocks * termCount * 4);
-      termOffsets = new Int32Array(termCount);
-      channels.forEach((i, n) => {
-        for (let t = 0; t < k2; t++) termOffsets[n * k2 + t] = offsets[i * k2 + t];
-      });
-      for (let b = 0; b < blocks; b++) {
-        channels.forEach((i, n) => {
-          const from = (b * taps + i * k2) * 4;
-          termWeight.set(weight.subarray(from, from + 4 * k2), (b * termCount + n * k2) * 4);
-        });
-      }
-    }
-    // kernel.js sums every block of 4 output channels at every q into rows of `stride` bytes
-    const blocks = Math.ceil(outChannels / 4);
-    const stride = 8 * 4 * Math.ceil(span / 4);
-    const offsetsAt = 8 * frame.length;
-    const weightsAt = 16 * Math.ceil((offsetsAt + 4 * termCount) / 16);
-    const outAt = weightsAt + 32 * blocks * termCount;
-    const kernel = simdKernel();
-    kernel.reserve(outAt + 4 * blocks * stride);
-    kernel.f64.set(frame, 0);
-    kernel.i32.set(termOffsets.subarray(0, termCount), offsetsAt / 4);
-    kernel.f64.set(termWeight.subarray(0, 4 * blocks * termCount), weightsAt / 8);
-    kernel.tiledProduct(0, offsetsAt, weightsAt, termCount, span, outAt, stride, blocks);
-    const sums = kernel.f64;
-    for (let o = 0; o < outChannels; o++) {
-      const row = (outAt + o * stride) / 8;
-      for (let y = 0; y < height; y++) {
-        const from = row + y * rowWidth;
-        output.set(sums.subarray(from, from + width), o * plane + y * width);
-      }
-    }
+    const kernel = productKernel("f64");
+    this.placed ??= placedWeights(kernel, this.weight, outChannels, inChannels, kernelSize);
+    const channels = live ?? Array.from({ length: inChannels }, (_, i) => i);
+    return convolutionSums(kernel, this.placed, input, channels, height, width, output);
   }
 
   /** The weights as [(i * k² + tap) * outChannels + o]: one input tap's weights to every output, contiguous. */

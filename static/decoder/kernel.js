@@ -1,45 +1,36 @@
-// The exact path's hot loop in WebAssembly SIMD: the register-tiled product of exact.js's convolution,
-// 4 output channels by 4 neighbouring positions, as 8 f64x2 sums. In V8's JavaScript the same loop ran
-// on scalar float64 and spilled its 16 sums out of the registers; here two products share an instruction
-// and the sums stay in registers.
+// The decoder's hot loop in WebAssembly SIMD: a register-tiled convolution product, 4 output channels by
+// 2 vectors of neighbouring positions in 8 vector sums. Two element types, one loop:
+//   float64 (f64x2, 4 positions a step) for the exact path (exact.js): IEEE multiplies and adds, as in
+//     JavaScript, and the sums are exact there for the reason exact.js gives, so their order is free;
+//   float32 (f32x4, 8 positions a step) for the synthesis network (synthesis.js), which is float arithmetic
+//     within the ±1 pixel contract.
+// In V8's JavaScript the same loop ran on scalar float64 and spilled its 16 sums out of the registers.
 //
-// The module is assembled here from its opcodes (about 300 bytes, compiled synchronously: no build step,
-// no binary in the repository, nothing fetched). Its arithmetic is IEEE float64 mul and add, as in
-// JavaScript: the sums are exact for the reason exact.js gives, so they are the same bits.
+// The module is assembled here from its opcodes (a few hundred bytes, compiled synchronously: no build
+// step, no binary in the repository, nothing fetched).
 //
-// tiledProduct(frame, offsets, weights, terms, span, out, stride, blocks), all addresses in bytes:
-//   for block b < blocks, position q < span (in steps of 4), output channel j < 4, d < 4:
-//     out[(4b + j) * stride + 8 (q + d)] = sum over n < terms of
-//       weights[b * terms * 32 + n * 32 + 8 j] * frame[8 (offsets[n] + q + d)]
-//   (offsets: int32 frame indexes; weights, frame and out: float64; the frame has 4 values of slack
-//   past its last term, `stride` >= 8 * span rounded up to 4 positions).
+// product(frame, terms, termCount, weights, blockBytes, span, out, stride, blocks), addresses in bytes:
+//   for block b < blocks, position q < span (a step at a time), output channel j < 4, position d:
+//     out[(4b + j) * stride + E (q + d)] = sum over n < termCount of
+//       weights[b * blockBytes + terms[2n + 1] + E j] * frame[E (terms[2n] + q + d)]
+//   E the element's bytes; `terms` holds int32 pairs (the term's frame index, its 4 weights' byte offset
+//   in a block); the frame has a step of slack past its last term; stride >= E * span rounded up to a step.
 
 const I32 = 0x7f;
 const V128 = 0x7b;
-
 const op = {
-  block: 0x02,
-  loop: 0x03,
-  br: 0x0c,
-  brIf: 0x0d,
-  end: 0x0b,
-  get: 0x20,
-  set: 0x21,
-  tee: 0x22,
-  i32Load: 0x28,
-  i32Const: 0x41,
-  i32GeS: 0x4e,
-  i32Add: 0x6a,
-  i32Mul: 0x6c,
-  i32Shl: 0x74,
-};
-const simd = (code) => [0xfd, ...uleb(code)];
+  block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, get: 0x20, set: 0x21, tee: 0x22,
+  i32Load: 0x28, i32Const: 0x41, i32GeS: 0x4e, i32Add: 0x6a, i32Mul: 0x6c, i32Shl: 0x74,
+}; // prettier-ignore
 const V128_LOAD = 0x00;
-const V128_LOAD64_SPLAT = 0x0a;
 const V128_STORE = 0x0b;
 const V128_CONST = 0x0c;
-const F64X2_ADD = 0xf0;
-const F64X2_MUL = 0xf2;
+
+/** What differs between the two element types. */
+const TYPES = {
+  f64: { bytes: 8, shift: 3, lanes: 2, splat: 0x0a, mul: 0xf2, add: 0xf0 }, // v128.load64_splat, f64x2.*
+  f32: { bytes: 4, shift: 2, lanes: 4, splat: 0x09, mul: 0xe6, add: 0xe4 }, // v128.load32_splat, f32x4.*
+};
 
 function uleb(value) {
   const bytes = [];
@@ -62,15 +53,17 @@ function sleb(value) {
   }
 }
 
+const simd = (code) => [0xfd, ...uleb(code)];
 const vector = (items) => [...uleb(items.length), ...items.flat()];
 const section = (id, body) => [id, ...uleb(body.length), ...body];
 const memarg = (align, offset) => [...uleb(align), ...uleb(offset)];
+const name = (text) => vector([...text].map((c) => c.charCodeAt(0)));
 
-// parameters 0-7, then the i32 locals, then the v128 locals
-const [FRAME, OFFSETS, WEIGHTS, TERMS, SPAN, OUT, STRIDE, BLOCKS] = [0, 1, 2, 3, 4, 5, 6, 7];
-const [B, Q, N, O, W, ROW] = [8, 9, 10, 11, 12, 13];
-const ACC = [14, 15, 16, 17, 18, 19, 20, 21]; // channel j's positions (q, q+1) at 2j, (q+2, q+3) at 2j+1
-const [X01, X23, WJ] = [22, 23, 24];
+// parameters, then the i32 locals, then the v128 locals
+const [FRAME, TERMS, TERM_COUNT, WEIGHTS, BLOCK_BYTES, SPAN, OUT, STRIDE, BLOCKS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+const [B, Q, N, T, WB, F, ROW] = [9, 10, 11, 12, 13, 14, 15];
+const ACC = [16, 17, 18, 19, 20, 21, 22, 23]; // output channel j: first vector of positions at 2j, second at 2j+1
+const [X0, X1, WJ] = [24, 25, 26];
 
 const get = (local) => [op.get, ...uleb(local)];
 const set = (local) => [op.set, ...uleb(local)];
@@ -79,72 +72,78 @@ const add = (local, value) => [...get(local), ...i32(value), op.i32Add, ...set(l
 /** `body` while local < limit: block { loop { br_if out (local >= limit); body; br loop } } */
 const whileBelow = (local, limit, body) => [
   op.block, 0x40, op.loop, 0x40, ...get(local), ...get(limit), op.i32GeS, op.brIf, 1, ...body, op.br, 0, op.end, op.end,
-];
+]; // prettier-ignore
 
-function body() {
-  const frameAt = [...get(FRAME), ...get(O), op.i32Load, ...memarg(2, 0), ...get(Q), op.i32Add, ...i32(3), op.i32Shl, op.i32Add];
+function productBody({ bytes, shift, lanes, splat, mul, add: vectorAdd }) {
   const perTerm = [
-    ...frameAt, ...simd(V128_LOAD), ...memarg(3, 0), ...set(X01),
-    ...frameAt, ...simd(V128_LOAD), ...memarg(3, 16), ...set(X23),
+    // F = frame + (terms[2n] + q) * E; the two vectors of positions there
+    ...get(FRAME), ...get(T), op.i32Load, ...memarg(2, 0), ...get(Q), op.i32Add, ...i32(shift), op.i32Shl, op.i32Add,
+    op.tee, ...uleb(F), ...simd(V128_LOAD), ...memarg(4, 0), ...set(X0),
+    ...get(F), ...simd(V128_LOAD), ...memarg(4, 16), ...set(X1),
+    // the term's 4 weights at block base + terms[2n + 1]
+    ...get(WB), ...get(T), op.i32Load, ...memarg(2, 4), op.i32Add, ...set(F),
     ...[0, 1, 2, 3].flatMap((j) => [
-      ...get(W), ...simd(V128_LOAD64_SPLAT), ...memarg(3, 8 * j), ...set(WJ),
-      ...get(ACC[2 * j]), ...get(WJ), ...get(X01), ...simd(F64X2_MUL), ...simd(F64X2_ADD), ...set(ACC[2 * j]),
-      ...get(ACC[2 * j + 1]), ...get(WJ), ...get(X23), ...simd(F64X2_MUL), ...simd(F64X2_ADD), ...set(ACC[2 * j + 1]),
+      ...get(F), ...simd(splat), ...memarg(shift, bytes * j), ...set(WJ),
+      ...get(ACC[2 * j]), ...get(WJ), ...get(X0), ...simd(mul), ...simd(vectorAdd), ...set(ACC[2 * j]),
+      ...get(ACC[2 * j + 1]), ...get(WJ), ...get(X1), ...simd(mul), ...simd(vectorAdd), ...set(ACC[2 * j + 1]),
     ]),
-    ...add(N, 1), ...add(O, 4), ...add(W, 32),
-  ];
+    ...add(N, 1), ...add(T, 8),
+  ]; // prettier-ignore
   const zero = [...simd(V128_CONST), ...new Array(16).fill(0)];
   const position = [
     ...ACC.flatMap((acc) => [...zero, ...set(acc)]),
-    ...i32(0), ...set(N), ...get(OFFSETS), ...set(O),
-    // w = weights + b * terms * 32
-    ...get(WEIGHTS), ...get(B), ...get(TERMS), op.i32Mul, ...i32(5), op.i32Shl, op.i32Add, ...set(W),
-    ...whileBelow(N, TERMS, perTerm),
-    // row = out + 4 b * stride + 8 q, then one output channel per stride
+    ...i32(0), ...set(N), ...get(TERMS), ...set(T),
+    ...whileBelow(N, TERM_COUNT, perTerm),
+    // ROW = out + 4b * stride + q * E, then one output channel per stride
     ...get(OUT), ...get(B), ...i32(2), op.i32Shl, ...get(STRIDE), op.i32Mul, op.i32Add,
-    ...get(Q), ...i32(3), op.i32Shl, op.i32Add, ...set(ROW),
+    ...get(Q), ...i32(shift), op.i32Shl, op.i32Add, ...set(ROW),
     ...[0, 1, 2, 3].flatMap((j) => [
-      ...get(ROW), ...get(ACC[2 * j]), ...simd(V128_STORE), ...memarg(3, 0),
-      ...get(ROW), ...get(ACC[2 * j + 1]), ...simd(V128_STORE), ...memarg(3, 16),
+      ...get(ROW), ...get(ACC[2 * j]), ...simd(V128_STORE), ...memarg(4, 0),
+      ...get(ROW), ...get(ACC[2 * j + 1]), ...simd(V128_STORE), ...memarg(4, 16),
       ...(j < 3 ? [...get(ROW), ...get(STRIDE), op.i32Add, ...set(ROW)] : []),
     ]),
-    ...add(Q, 4),
-  ];
-  const perBlock = [...i32(0), ...set(Q), ...whileBelow(Q, SPAN, position), ...add(B, 1)];
+    ...add(Q, 2 * lanes),
+  ]; // prettier-ignore
+  const perBlock = [
+    ...get(WEIGHTS), ...get(B), ...get(BLOCK_BYTES), op.i32Mul, op.i32Add, ...set(WB),
+    ...i32(0), ...set(Q), ...whileBelow(Q, SPAN, position), ...add(B, 1),
+  ]; // prettier-ignore
   const code = [...i32(0), ...set(B), ...whileBelow(B, BLOCKS, perBlock), op.end];
-  const locals = vector([[...uleb(6), I32], [...uleb(11), V128]]);
-  return [...locals, ...code];
+  return [...vector([[...uleb(7), I32], [...uleb(11), V128]]), ...code];
 }
 
-function moduleBytes() {
-  const code = body();
+function moduleBytes(type) {
+  const code = productBody(type);
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // \0asm, version 1
-    ...section(1, vector([[0x60, ...vector(new Array(8).fill(I32)), ...vector([])]])), // type: (i32 x 8) -> ()
+    ...section(1, vector([[0x60, ...vector(new Array(9).fill(I32)), ...vector([])]])), // type 0: (i32 x 9) -> ()
     ...section(3, vector([uleb(0)])), // function 0 has type 0
-    ...section(5, vector([[0x00, ...uleb(1)]])), // memory 0: at least one page
-    ...section(7, vector([
-      [...vector([..."memory"].map((c) => c.charCodeAt(0))), 0x02, 0],
-      [...vector([..."tiledProduct"].map((c) => c.charCodeAt(0))), 0x00, 0],
-    ])),
+    ...section(5, vector([[0x00, ...uleb(1)]])), // memory 0: one page to start with
+    ...section(7, vector([[...name("memory"), 0x02, 0], [...name("product"), 0x00, 0]])),
     ...section(10, vector([[...uleb(code.length), ...code]])),
-  ]);
+  ]); // prettier-ignore
 }
 
 const PAGE = 1 << 16;
 
-/** The compiled kernel and its memory; `reserve(bytes)` makes room, `f64`/`i32` are views of it. */
-class Kernel {
-  constructor() {
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes()));
+/**
+ * One element type's compiled product and its memory: weights placed once (`place`) stay at their address;
+ * each `run` puts its frame and terms after them.
+ */
+class ProductKernel {
+  constructor(typeName) {
+    this.type = TYPES[typeName];
+    this.Array = typeName === "f64" ? Float64Array : Float32Array;
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(moduleBytes(this.type)));
     this.memory = instance.exports.memory;
-    this.tiledProduct = instance.exports.tiledProduct;
+    this.product = instance.exports.product;
+    this.placed = 0; // bytes of weights placed so far
     this.views();
   }
 
   views() {
-    this.f64 = new Float64Array(this.memory.buffer);
-    this.i32 = new Int32Array(this.memory.buffer);
+    this.values = new this.Array(this.memory.buffer);
+    this.int32 = new Int32Array(this.memory.buffer);
   }
 
   reserve(bytes) {
@@ -154,12 +153,117 @@ class Kernel {
       this.views();
     }
   }
+
+  /** Copy `weights` (this kernel's element type) into the kernel's memory for good; returns its address. */
+  place(weights) {
+    const at = this.placed;
+    this.placed = 16 * Math.ceil((at + weights.byteLength) / 16);
+    this.reserve(this.placed);
+    this.values.set(weights, at / this.type.bytes);
+    return at;
+  }
+
+  /**
+   * The product of `frame` (typed array) with the weights placed at `weightsAt`, `blocks` blocks of
+   * `blockBytes` each, over the first `termCount` pairs of `terms` (Int32Array) and positions q < span.
+   * Returns {sums, stride}: sums (a view of the kernel's memory, valid until its next use) of output
+   * channel o at position q at sums[o * stride + q].
+   */
+  run(frame, terms, termCount, weightsAt, blockBytes, span, blocks) {
+    const { bytes, lanes } = this.type;
+    const step = 2 * lanes;
+    const strideValues = step * Math.ceil(span / step);
+    const frameAt = this.placed;
+    const termsAt = 16 * Math.ceil((frameAt + bytes * frame.length) / 16);
+    const outAt = 16 * Math.ceil((termsAt + 8 * termCount) / 16);
+    this.reserve(outAt + 4 * blocks * strideValues * bytes);
+    this.values.set(frame, frameAt / bytes);
+    this.int32.set(terms.subarray(0, 2 * termCount), termsAt / 4);
+    this.product(frameAt, termsAt, termCount, weightsAt, blockBytes, span, outAt, strideValues * bytes, blocks);
+    return { sums: this.values.subarray(outAt / bytes), stride: strideValues };
+  }
 }
 
-let kernel = null;
+const kernels = new Map();
 
-/** The kernel, compiled on first use (once per worker or page). */
-export function simdKernel() {
-  kernel ??= new Kernel();
-  return kernel;
+/** The kernel of element type "f64" or "f32", compiled on first use (once per worker or page). */
+export function productKernel(typeName) {
+  if (!kernels.has(typeName)) kernels.set(typeName, new ProductKernel(typeName));
+  return kernels.get(typeName);
+}
+
+/**
+ * Weights (out, in, k, k) as the kernel reads them: blocks of 4 output channels (zeros past the last), each
+ * [(i * k² + tap) * 4 + j], in the array type `As`.
+ */
+export function blockedWeights(weight, outChannels, taps, As) {
+  const blocks = Math.ceil(outChannels / 4);
+  const out = new As(blocks * taps * 4);
+  for (let o = 0; o < outChannels; o++) {
+    const block = o >> 2;
+    for (let t = 0; t < taps; t++) out[(block * taps + t) * 4 + (o & 3)] = weight[o * taps + t];
+  }
+  return out;
+}
+
+/**
+ * A convolution's sums (no bias) for one picture: `input` (inChannels, height, width), kernel 1 or 3 with
+ * padding k // 2, with the weights `placed` ({at, outChannels, inChannels, kernelSize} of `blockedWeights`
+ * placed in `kernel`), into `output` (outChannels, height, width). Only the input channels in `channels`
+ * (ascending; the rest must be zeros throughout) are read.
+ *
+ * The input goes into a frame (for 3x3: one pixel of zeros around every channel, rows of width + 2);
+ * output (y, x) is accumulated at q = y * rowWidth + x and reads the frame at a term's index + q, so that
+ * neighbouring q read neighbouring values (the columns past each row's end collect sums never stored).
+ */
+export function convolutionSums(kernel, placed, input, channels, height, width, output) {
+  const { at, outChannels, inChannels, kernelSize } = placed;
+  const plane = height * width;
+  const k2 = kernelSize * kernelSize;
+  const slack = 2 * kernel.type.lanes;
+  let frame;
+  let rowWidth;
+  let span;
+  const terms = new Int32Array(2 * channels.length * k2);
+  if (kernelSize === 1) {
+    rowWidth = width;
+    span = plane;
+    frame = new kernel.Array(inChannels * plane + slack);
+    frame.set(input);
+    channels.forEach((i, n) => {
+      terms[2 * n] = i * plane;
+      terms[2 * n + 1] = i * 4 * kernel.type.bytes;
+    });
+  } else {
+    rowWidth = width + 2;
+    const framePlane = (height + 2) * rowWidth;
+    frame = new kernel.Array(inChannels * framePlane + slack);
+    channels.forEach((i, n) => {
+      for (let y = 0; y < height; y++) {
+        const from = i * plane + y * width;
+        frame.set(input.subarray(from, from + width), i * framePlane + (y + 1) * rowWidth + 1);
+      }
+      for (let t = 0; t < 9; t++) {
+        terms[2 * (n * 9 + t)] = i * framePlane + ((t / 3) | 0) * rowWidth + (t % 3);
+        terms[2 * (n * 9 + t) + 1] = (i * 9 + t) * 4 * kernel.type.bytes;
+      }
+    });
+    span = (height - 1) * rowWidth + width;
+  }
+  const blocks = Math.ceil(outChannels / 4);
+  const blockBytes = inChannels * k2 * 4 * kernel.type.bytes;
+  const { sums, stride } = kernel.run(frame, terms, channels.length * k2, at, blockBytes, span, blocks);
+  for (let o = 0; o < outChannels; o++) {
+    for (let y = 0; y < height; y++) {
+      const from = o * stride + y * rowWidth;
+      output.set(sums.subarray(from, from + width), o * plane + y * width);
+    }
+  }
+  return output;
+}
+
+/** `weight` (out, in, k, k) placed in `kernel` for `convolutionSums`. */
+export function placedWeights(kernel, weight, outChannels, inChannels, kernelSize) {
+  const blocked = blockedWeights(weight, outChannels, inChannels * kernelSize * kernelSize, kernel.Array);
+  return { at: kernel.place(blocked), outChannels, inChannels, kernelSize };
 }

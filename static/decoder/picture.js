@@ -7,10 +7,6 @@ import { CodecError, FIXED_HEADER_BYTES, crc32, parseHeader, requiredHeaderBytes
 import { ModelMismatchError } from "./entropy.js";
 import { tilePixels } from "./synthesis.js";
 
-// Tiles of one padded size run through the synthesis graph together, at most this many pixels at a
-// time (codec.api.BATCH_PIXELS).
-const BATCH_PIXELS = 1 << 20;
-
 /** Bytes that grow as they arrive: a Uint8Array view of everything received so far. */
 class ReceivedBytes {
   constructor() {
@@ -115,9 +111,7 @@ export class PictureDecoder {
       return { tile, latents, checksum };
     });
     const entropyMs = performance.now() - started;
-    for (const batch of batches(decoded)) {
-      await this.synthesis.synthesise(batch.map(({ tile, latents }) => ({ state: tile.synthesis, latents })));
-    }
+    this.synthesis.synthesise(decoded.map(({ tile, latents }) => ({ state: tile.synthesis, latents })));
     const tiles = decoded.map(({ tile: { place, synthesis }, checksum }) => {
       const { index, x, y, width, height } = place;
       return { index, x, y, width, height, rgba: tilePixels(synthesis, place), checksum };
@@ -143,21 +137,4 @@ export function composeLayer(width, height, tiles) {
     }
   }
   return { rgba, checksum: crc32(littleEndian(ordered.map(({ checksum }) => checksum))) };
-}
-
-/** The decoded tiles in batches of one padded size and at most BATCH_PIXELS (codec.api.tile_batches). */
-function batches(decoded) {
-  const bySize = new Map();
-  for (const item of decoded) {
-    const key = `${item.tile.synthesis.height}x${item.tile.synthesis.width}`;
-    if (!bySize.has(key)) bySize.set(key, []);
-    bySize.get(key).push(item);
-  }
-  const result = [];
-  for (const group of bySize.values()) {
-    const { height, width } = group[0].tile.synthesis;
-    const perBatch = Math.max(1, Math.floor(BATCH_PIXELS / (height * width)));
-    for (let start = 0; start < group.length; start += perBatch) result.push(group.slice(start, start + perBatch));
-  }
-  return result;
 }

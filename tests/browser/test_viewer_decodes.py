@@ -42,8 +42,8 @@ def test_the_server_decodes_nothing_while_the_browser_does(
     pictures = [url for url in requested if "layers=" in url or "previews=" in url or "/iiif/" in url]
     assert not pictures, f"the page asked the server for pictures: {pictures}"
     assert any("/ws/image/" in url for url in requested) and any(url.endswith("/bitstream") for url in requested)
-    # the page fetched the model's files and the runtime's WebAssembly once for both deliveries and all workers
-    for name in ("/entropy-path.json", "/synthesis.onnx", "/ort-wasm-simd-threaded.wasm"):
+    # the page fetched the model's files once for both deliveries and all workers
+    for name in ("/entropy-path.json", "/synthesis-weights.bin"):
         assert len([url for url in requested if url.endswith(name)]) == 1, (name, requested)
     decoder = python_decoder(viewer_server, info["id"], codec_model)
     assert_decoded_in_the_browser(viewer, decoder, viewer.arrivals())
@@ -79,11 +79,11 @@ def test_a_damaged_layer_is_reported_and_the_layers_before_it_stay(
     assert viewer.page.get_by_role("button", name="Next layer").is_disabled()
 
 
-def test_without_the_runtime_the_page_shows_the_servers_previews(
+def test_without_the_model_files_the_page_shows_the_servers_previews(
     viewer: ViewerPage, viewer_server: RunningServer, viewer_writer: httpx.Client
 ) -> None:
     info = stored_image(viewer_writer, seed=13)
-    viewer.page.route("**/vendor/onnxruntime-web/**", lambda route: route.fulfill(status=404, body="gone"))
+    viewer.page.route("**/decoder/models/**", lambda route: route.fulfill(status=404, body="gone"))
     viewer.open(f"?id={info['id']}")
     viewer.record_arrivals()
     assert viewer.wait_until_finished() == "done", viewer.error_text()
