@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -334,18 +334,14 @@ class HeadLikeGet:
 
 class ViewerFiles(StaticFiles):
     """static/ with the viewer's policy on every answer (304s too): the CSP of `/` (frame-ancestors
-    'none' among it) and nosniff. Files go out in 1 MiB reads: with Starlette's 64 KiB, ONNX Runtime's
-    15 MB of WebAssembly took 230 thread hops and about 0.3 s over loopback."""
+    'none' among it) and nosniff."""
 
     def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
         response = super().file_response(*args, **kwargs)
         response.headers.update(viewer.VIEWER_HEADERS)
-        if isinstance(response, FileResponse):
-            response.chunk_size = STATIC_READ_BYTES
         return response
 
 
-STATIC_READ_BYTES = 1 << 20
 DOCS_ASSETS = "/docs/assets"
 
 

@@ -196,7 +196,7 @@ export function productKernel(typeName) {
  * Weights (out, in, k, k) as the kernel reads them: blocks of 4 output channels (zeros past the last), each
  * [(i * k² + tap) * 4 + j], in the array type `As`.
  */
-export function blockedWeights(weight, outChannels, taps, As) {
+function blockedWeights(weight, outChannels, taps, As) {
   const blocks = Math.ceil(outChannels / 4);
   const out = new As(blocks * taps * 4);
   for (let o = 0; o < outChannels; o++) {

@@ -14,15 +14,6 @@ import { convolutionSums, placedWeights, productKernel } from "./kernel.js";
 const BLOCK = 16; // codec.transforms: the lapped synthesis' stride, its patches' size and their overlap
 const PATCH = 32;
 const PADDING = (PATCH - BLOCK) / 2;
-const TENSORS = [
-  "refiner.reduce.weight",
-  "refiner.reduce.bias",
-  "refiner.rnn.gates.weight",
-  "refiner.rnn.gates.bias",
-  "refiner.expand.weight",
-  "refiner.expand.bias",
-  "synthesis.weight",
-];
 
 /** An export whose synthesis part this decoder cannot use. */
 export class SynthesisError extends Error {
@@ -55,20 +46,22 @@ export class Synthesis {
   constructor(json, weights) {
     const part = json.synthesis;
     if (!part?.tensors) throw new SynthesisError("the export has no synthesis weights (an older codec/web_export.py)");
-    const names = part.tensors.map((tensor) => tensor.name);
-    if (names.join() !== TENSORS.join()) throw new SynthesisError(`synthesis tensors ${names.join(", ")}: not this network's`);
     const counts = part.tensors.map(({ shape }) => shape.reduce((a, b) => a * b, 1));
     const total = counts.reduce((a, b) => a + b, 0);
     if (weights.byteLength !== 4 * total) {
       throw new SynthesisError(`${weights.byteLength} bytes of synthesis weights for ${total} float32 values`);
     }
-    const values = new Float32Array(weights.slice(0)); // little-endian float32, as every browser is
-    const tensor = {};
+    const values = new Float32Array(weights); // little-endian float32, as every browser is
+    const tensors = new Map(); // name -> {shape, data}, in the order the export lists them
     let at = 0;
     part.tensors.forEach(({ name, shape }, i) => {
-      tensor[name] = { shape, data: values.subarray(at, at + counts[i]) };
+      tensors.set(name, { shape, data: values.subarray(at, at + counts[i]) });
       at += counts[i];
     });
+    const tensor = (name) => {
+      if (!tensors.has(name)) throw new SynthesisError(`the synthesis weights have no ${name}`);
+      return tensors.get(name);
+    };
     this.layers = json.config.layers;
     this.latentChannels = json.config.latent_channels;
     this.latentStride = json.constants.latent_stride;
@@ -81,8 +74,8 @@ export class Synthesis {
     }
     const [m, r] = [this.latentChannels, this.rnnChannels];
     const expect = (name, shape) => {
-      if (tensor[name].shape.join() !== shape.join()) {
-        throw new SynthesisError(`${name} has shape ${tensor[name].shape}, the network needs ${shape}`);
+      if (tensor(name).shape.join() !== shape.join()) {
+        throw new SynthesisError(`${name} has shape ${tensor(name).shape}, the network needs ${shape}`);
       }
     };
     expect("refiner.reduce.weight", [r, m, 1, 1]);
@@ -92,15 +85,15 @@ export class Synthesis {
     const kernel = productKernel("f32");
     this.kernel = kernel;
     const convolution = (name, inChannels, outChannels, size) => ({
-      placed: placedWeights(kernel, tensor[`${name}.weight`].data, outChannels, inChannels, size),
-      bias: tensor[`${name}.bias`].data,
+      placed: placedWeights(kernel, tensor(`${name}.weight`).data, outChannels, inChannels, size),
+      bias: tensor(`${name}.bias`).data,
     });
     this.reduce = convolution("refiner.reduce", m, r, 1);
     this.gates = convolution("refiner.rnn.gates", 2 * r, 4 * r, 3);
     this.expand = convolution("refiner.expand", r, m, 3);
     // the lapped synthesis as a 1x1 convolution from the m coefficients to every patch value
     // (c * 32 + ky) * 32 + kx: the transpose of synthesis.weight (m, 3 * 32 * 32)
-    const basis = tensor["synthesis.weight"].data;
+    const basis = tensor("synthesis.weight").data;
     const patchValues = 3 * PATCH * PATCH;
     const transposed = new Float32Array(patchValues * m);
     for (let i = 0; i < m; i++) {
