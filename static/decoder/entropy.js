@@ -18,7 +18,7 @@ import {
   activationInPlace,
   clampInPlace,
   concatenate,
-  hardSigmoid,
+  hardSigmoidInPlace,
   pixelShuffle2,
   reluInPlace,
   roundHalfEven,
@@ -300,34 +300,21 @@ export class TileEntropyState {
       throw new CorruptLayerError(`${sideSymbols.length} side symbols for ${sideCount}`);
     }
     const c = path.convolutions;
-
-    // side_hat = symbols + medians, in float32 as codec.coding computes it; then activation
-    const side = new Float64Array(sideCount);
-    const medians = path.sideMedians[k];
-    const sidePlane = sh * sw;
-    for (let i = 0; i < sideCount; i++) {
-      side[i] = activation(Math.fround(Math.fround(sideSymbols[i]) + medians[(i / sidePlane) | 0]));
-    }
+    // (each loop below is a function of its own: V8 optimises a function once it has seen all of it run,
+    // and one function of many loops went back and forth between its compilers on a first picture)
+    const side = sideLatents(sideSymbols, path.sideMedians[k], sh * sw);
 
     // HyperDecoder.forward in exact mode
-    const previous = new Float64Array(m * plane);
-    if (this.previousLatents) {
-      previous.set(this.previousLatents);
-      activationInPlace(previous);
-    }
+    const previous = this.previousLatents ? activationInPlace(this.previousLatents.slice()) : new Float64Array(m * plane);
     const h = path.hyperChannels;
     let u = pixelShuffle2(reluInPlace(c.up32.forward(side, sh, sw)), h, sh, sw);
     u = pixelShuffle2(reluInPlace(c.up16.forward(u, 2 * sh, 2 * sw)), h, 2 * sh, 2 * sw);
-    const magnitudes = new Float64Array(m * plane);
-    for (let i = 0; i < magnitudes.length; i++) magnitudes[i] = Math.abs(previous[i]);
-    const history = reluInPlace(c.history.forward(concatenate(previous, magnitudes), lh, lw));
+    const history = reluInPlace(c.history.forward(concatenate(previous, absolute(previous)), lh, lw));
     const state = this.hyperDecoder;
     const joint = concatenate(u, history, state);
-    const gate = c.gate.forward(joint, lh, lw);
-    for (let i = 0; i < gate.length; i++) gate[i] = hardSigmoid(gate[i]);
+    const gate = hardSigmoidInPlace(c.gate.forward(joint, lh, lw));
     const candidate = clampInPlace(c.candidate.forward(joint, lh, lw), -1.0, 1.0);
-    const next = new Float64Array(state.length);
-    for (let i = 0; i < next.length; i++) next[i] = activation(state[i] + gate[i] * (candidate[i] - state[i]));
+    const next = gatedUpdate(state, gate, candidate);
     const features = reluInPlace(c.mix.forward(concatenate(u, history, next), lh, lw));
     const parameters = c.params.forward(features, lh, lw);
     this.hyperDecoder = next;
@@ -335,35 +322,15 @@ export class TileEntropyState {
     // scale_index + SCALE_LEVELS // 2 + offset + _history_scale; every term on the 2^-10 grid
     const scaleIndex = parameters.slice(0, m * plane);
     const means = parameters.slice(m * plane);
-    const centre = Math.floor(path.scaleLevels / 2);
-    const offset = path.scaleIndexOffset[k];
-    const weights = path.historyScaleWeights[k];
-    const limit = path.historyMagnitudeLimit;
-    for (let ch = 0; ch < m; ch++) {
-      const o = offset[ch];
-      const w0 = weights[0][ch];
-      const w1 = weights[1][ch];
-      const w2 = weights[2][ch];
-      for (let p = ch * plane; p < (ch + 1) * plane; p++) {
-        let history = 0;
-        if (this.previousMagnitudes) {
-          const magnitude = this.previousMagnitudes[p];
-          const nonZero = magnitude > 0 ? 1 : 0;
-          history = activation(w0 * nonZero + w1 * Math.min(magnitude, limit) + w2 * this.significance[p]);
-        }
-        scaleIndex[p] = scaleIndex[p] + centre + o + history;
-      }
-    }
-    // quantized_scale_index: round (halves to even), clamp to the table
-    const scaleIndexes = new Int32Array(m * plane);
-    const top = path.scaleLevels - 1;
-    for (let p = 0; p < scaleIndexes.length; p++) {
-      const r = roundHalfEven(scaleIndex[p]);
-      scaleIndexes[p] = r < 0 ? 0 : r > top ? top : r;
+    addScaleOffsets(scaleIndex, path.scaleIndexOffset[k], Math.floor(path.scaleLevels / 2), plane);
+    if (this.previousMagnitudes) {
+      const [nonZero, magnitude, significance] = path.historyScaleWeights[k];
+      const limit = path.historyMagnitudeLimit;
+      addHistoryScale(scaleIndex, this.previousMagnitudes, this.significance, nonZero, magnitude, significance, limit, plane);
     }
     this.means = means;
     this.pending = true;
-    return { scaleIndexes, means, scaleIndex };
+    return { scaleIndexes: quantizedScaleIndexes(scaleIndex, path.scaleLevels), means, scaleIndex };
   }
 
   /**
@@ -382,8 +349,8 @@ export class TileEntropyState {
     const significance = this.significance ?? new Float64Array(means.length);
     for (let i = 0; i < latents.length; i++) {
       latents[i] = latentSymbols[i] + means[i]; // exact: an integer plus a multiple of 2^-10 below 2^8
-      magnitudes[i] = Math.abs(roundHalfEven(latents[i] - means[i])); // = |symbol|, as synthesise computes it
-      if (magnitudes[i] > 0) significance[i] = 1;
+      magnitudes[i] = Math.abs(latentSymbols[i]); // |round(latents - means)| as synthesise computes it
+      if (latentSymbols[i] !== 0) significance[i] = 1;
     }
     this.previousLatents = latents;
     this.previousMagnitudes = magnitudes;
@@ -393,19 +360,64 @@ export class TileEntropyState {
   }
 }
 
-function littleEndianBytes(values) {
-  const bytes = new Uint8Array(4 * values.length);
-  const view = new DataView(bytes.buffer);
-  for (let i = 0; i < values.length; i++) view.setInt32(4 * i, values[i], true);
-  return bytes;
+/** side_hat = symbols + medians in float32, as codec.coding computes it, then `activation`. */
+function sideLatents(sideSymbols, medians, sidePlane) {
+  const side = new Float64Array(sideSymbols.length);
+  for (let i = 0; i < side.length; i++) {
+    side[i] = activation(Math.fround(Math.fround(sideSymbols[i]) + medians[(i / sidePlane) | 0]));
+  }
+  return side;
 }
 
-/** codec.coding.symbol_checksum: CRC-32 of a layer's symbols, int32 little-endian, side then latents. */
+function absolute(values) {
+  const out = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = Math.abs(values[i]);
+  return out;
+}
+
+/** The hyper-decoder's recurrent update: activation(state + gate * (candidate - state)). */
+function gatedUpdate(state, gate, candidate) {
+  const next = new Float64Array(state.length);
+  for (let i = 0; i < next.length; i++) next[i] = activation(state[i] + gate[i] * (candidate[i] - state[i]));
+  return next;
+}
+
+/** scaleIndex (C, plane) += centre + offset[c], in place. */
+function addScaleOffsets(scaleIndex, offset, centre, plane) {
+  for (let p = 0; p < scaleIndex.length; p++) scaleIndex[p] += centre + offset[(p / plane) | 0];
+}
+
+/**
+ * _history_scale, added in place: per channel c, activation(w0[c] * (magnitude > 0) + w1[c] *
+ * min(magnitude, limit) + w2[c] * significance) of the previous layer's symbols.
+ */
+function addHistoryScale(scaleIndex, magnitudes, significance, w0, w1, w2, limit, plane) {
+  for (let p = 0; p < scaleIndex.length; p++) {
+    const c = (p / plane) | 0;
+    const magnitude = magnitudes[p];
+    const nonZero = magnitude > 0 ? 1 : 0;
+    scaleIndex[p] += activation(w0[c] * nonZero + w1[c] * Math.min(magnitude, limit) + w2[c] * significance[p]);
+  }
+}
+
+/** quantized_scale_index: round (halves to even), clamped to the table's rows. */
+function quantizedScaleIndexes(scaleIndex, levels) {
+  const indexes = new Int32Array(scaleIndex.length);
+  const top = levels - 1;
+  for (let p = 0; p < indexes.length; p++) {
+    const r = roundHalfEven(scaleIndex[p]);
+    indexes[p] = r < 0 ? 0 : r > top ? top : r;
+  }
+  return indexes;
+}
+
+/**
+ * codec.coding.symbol_checksum: CRC-32 of a layer's symbols, int32 little-endian (the byte order of every
+ * browser's typed arrays), side then latents.
+ */
 export function symbolChecksum(sideSymbols, latentSymbols) {
-  const side = littleEndianBytes(sideSymbols);
-  const latent = littleEndianBytes(latentSymbols);
-  const both = new Uint8Array(side.length + latent.length);
-  both.set(side);
-  both.set(latent, side.length);
-  return crc32(both);
+  const both = new Int32Array(sideSymbols.length + latentSymbols.length);
+  both.set(sideSymbols);
+  both.set(latentSymbols, sideSymbols.length);
+  return crc32(new Uint8Array(both.buffer));
 }

@@ -24,11 +24,6 @@ export const ACTIVATION_LIMIT = 256.0; // |a| <= 2^8
 export const MAX_TERMS = 2 ** 11;
 
 const ACTIVATION_SCALE = 2 ** ACTIVATION_BITS;
-// Inputs with at least this share of zeros take the convolution that visits only the non-zero values
-// (measured in V8 on inputs like the hyper-decoder's: its last 1x1 convolution's input is about 80 %
-// zeros; inputs of 20-45 % zeros run faster through the register-tiled product, which still skips the
-// channels that are zero throughout).
-const SPARSE_FROM = 0.7;
 
 /** Round to the nearest integer, halves to even (torch.round, numpy.round); -0 stays -0 as in torch. */
 export function roundHalfEven(x) {
@@ -69,6 +64,18 @@ export function activationInPlace(values) {
     const c = x < -ACTIVATION_LIMIT ? -ACTIVATION_LIMIT : x > ACTIVATION_LIMIT ? ACTIVATION_LIMIT : x;
     values[i] = roundHalfEven(c * ACTIVATION_SCALE) / ACTIVATION_SCALE;
   }
+  return values;
+}
+
+/** `values` (channels, plane) + bias[channel], in place; returns it. */
+function addBias(values, bias, plane) {
+  for (let p = 0; p < values.length; p++) values[p] += bias[(p / plane) | 0];
+  return values;
+}
+
+/** `hardSigmoid` applied to every element of `values`, in place; returns it. */
+export function hardSigmoidInPlace(values) {
+  for (let i = 0; i < values.length; i++) values[i] = hardSigmoid(values[i]);
   return values;
 }
 
@@ -113,108 +120,39 @@ export class ExactConvolution {
     this.kernelSize = kernelSize;
     this.weight = weight;
     this.bias = bias;
+    this.placed = placedWeights(productKernel("f64"), weight, outChannels, inChannels, kernelSize);
   }
 
   /**
    * ExactConv2d.forward(x, exact=True) for one picture: `input` (inChannels, height, width), NCHW with
    * batch 1, on the activation grid; the output (outChannels, height, width), snapped to it
-   * (`activation`). The sums are exact (see the top of this file), so their order is free, and the two
-   * ways of computing them below give the same bits: a register-tiled product for dense inputs (input
-   * channels that are zero throughout left out), and for inputs that are mostly zeros (after a ReLU)
-   * one that visits only the non-zero values.
+   * (`activation`). The sums are exact (see the top of this file), so their order is free: kernel.js's
+   * register-tiled product, which leaves out the input channels that are zeros throughout (a ReLU leaves
+   * many), gives torch's sums to the last bit.
    */
   forward(input, height, width) {
-    const { inChannels, outChannels, bias } = this;
+    const output = this.sums(input, height, width);
+    return activationInPlace(addBias(output, this.bias, height * width));
+  }
+
+  /** The convolution's sums (no bias, not snapped) of `input`, as `forward` takes it, into a new Float64Array. */
+  sums(input, height, width) {
+    const { inChannels, outChannels, kernelSize } = this;
     const plane = height * width;
     if (input.length !== inChannels * plane) {
       throw new RangeError(`input of ${input.length} values for ${inChannels}x${height}x${width}`);
     }
-    // the input channels that are not all zeros (a ReLU leaves whole channels at zero), and the zeros
-    let zeros = 0;
     const live = [];
     for (let i = 0; i < inChannels; i++) {
-      let channelZeros = 0;
-      for (let p = i * plane; p < (i + 1) * plane; p++) if (input[p] === 0) channelZeros++;
-      zeros += channelZeros;
-      if (channelZeros < plane) live.push(i);
+      for (let p = i * plane; p < (i + 1) * plane; p++) {
+        if (input[p] !== 0) {
+          live.push(i);
+          break;
+        }
+      }
     }
     const output = new Float64Array(outChannels * plane);
-    if (zeros >= SPARSE_FROM * input.length) this.forwardSparse(input, height, width, output);
-    else this.forwardTiled(input, height, width, output, live);
-    for (let o = 0; o < outChannels; o++) {
-      const b = bias[o];
-      for (let p = o * plane; p < (o + 1) * plane; p++) output[p] += b;
-    }
-    return activationInPlace(output);
-  }
-
-  // A register-tiled product (kernel.js, in WebAssembly SIMD, float64) of the input channels that are not
-  // zeros throughout; the weights go into the kernel's memory on first use.
-  forwardTiled(input, height, width, output, live = undefined) {
-    const { inChannels, outChannels, kernelSize } = this;
-    const kernel = productKernel("f64");
-    this.placed ??= placedWeights(kernel, this.weight, outChannels, inChannels, kernelSize);
-    const channels = live ?? Array.from({ length: inChannels }, (_, i) => i);
-    return convolutionSums(kernel, this.placed, input, channels, height, width, output);
-  }
-
-  /** The weights as [(i * k² + tap) * outChannels + o]: one input tap's weights to every output, contiguous. */
-  transposed() {
-    if (this.transposedWeight) return this.transposedWeight;
-    const { inChannels, outChannels, kernelSize, weight } = this;
-    const taps = inChannels * kernelSize * kernelSize;
-    const out = new Float64Array(taps * outChannels);
-    for (let o = 0; o < outChannels; o++) {
-      for (let t = 0; t < taps; t++) out[t * outChannels + o] = weight[o * taps + t];
-    }
-    this.transposedWeight = out;
-    return out;
-  }
-
-  // Input by input, skipping zeros (a ReLU leaves many): each non-zero input value adds its weights to
-  // every output it reaches, accumulated position-major (plane, outChannels), then transposed.
-  forwardSparse(input, height, width, output) {
-    const { inChannels, outChannels, kernelSize } = this;
-    const weight = this.transposed();
-    const plane = height * width;
-    const acc = new Float64Array(plane * outChannels);
-    const O = outChannels;
-    if (kernelSize === 1) {
-      for (let i = 0; i < inChannels; i++) {
-        const w = i * O;
-        for (let p = 0; p < plane; p++) {
-          const v = input[i * plane + p];
-          if (v === 0) continue;
-          const a = p * O;
-          for (let o = 0; o < O; o++) acc[a + o] += v * weight[w + o];
-        }
-      }
-    } else {
-      for (let i = 0; i < inChannels; i++) {
-        for (let y = 0; y < height; y++) {
-          for (let x = 0; x < width; x++) {
-            const v = input[i * plane + y * width + x];
-            if (v === 0) continue;
-            // input (y, x) meets tap (ky, kx) of the output (y + 1 - ky, x + 1 - kx)
-            for (let ky = 0; ky < 3; ky++) {
-              const oy = y + 1 - ky;
-              if (oy < 0 || oy >= height) continue;
-              for (let kx = 0; kx < 3; kx++) {
-                const ox = x + 1 - kx;
-                if (ox < 0 || ox >= width) continue;
-                const w = (i * 9 + ky * 3 + kx) * O;
-                const a = (oy * width + ox) * O;
-                for (let o = 0; o < O; o++) acc[a + o] += v * weight[w + o];
-              }
-            }
-          }
-        }
-      }
-    }
-    for (let p = 0; p < plane; p++) {
-      const a = p * O;
-      for (let o = 0; o < O; o++) output[o * plane + p] = acc[a + o];
-    }
+    return convolutionSums(productKernel("f64"), this.placed, input, live, height, width, output);
   }
 }
 

@@ -9,12 +9,13 @@
 // The module is assembled here from its opcodes (a few hundred bytes, compiled synchronously: no build
 // step, no binary in the repository, nothing fetched).
 //
-// product(frame, terms, termCount, weights, blockBytes, span, out, stride, blocks), addresses in bytes:
+// product(frame, terms, termCount, weights, channelBytes, span, out, stride, blocks), addresses in bytes:
 //   for block b < blocks, position q < span (a step at a time), output channel j < 4, position d:
 //     out[(4b + j) * stride + E (q + d)] = sum over n < termCount of
-//       weights[b * blockBytes + terms[2n + 1] + E j] * frame[E (terms[2n] + q + d)]
-//   E the element's bytes; `terms` holds int32 pairs (the term's frame index, its 4 weights' byte offset
-//   in a block); the frame has a step of slack past its last term; stride >= E * span rounded up to a step.
+//       weights[(4b + j) * channelBytes + terms[2n + 1]] * frame[E (terms[2n] + q + d)]
+//   E the element's bytes; `terms` holds int32 pairs (the term's frame index, its weight's byte offset from
+//   its output channel's); the weights stay in their own layout, read with the stride channelBytes between
+//   output channels; the frame has a step of slack past its last term; stride >= E * span rounded up to a step.
 
 const I32 = 0x7f;
 const V128 = 0x7b;
@@ -60,7 +61,7 @@ const memarg = (align, offset) => [...uleb(align), ...uleb(offset)];
 const name = (text) => vector([...text].map((c) => c.charCodeAt(0)));
 
 // parameters, then the i32 locals, then the v128 locals
-const [FRAME, TERMS, TERM_COUNT, WEIGHTS, BLOCK_BYTES, SPAN, OUT, STRIDE, BLOCKS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+const [FRAME, TERMS, TERM_COUNT, WEIGHTS, CHANNEL_BYTES, SPAN, OUT, STRIDE, BLOCKS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
 const [B, Q, N, T, WB, F, ROW] = [9, 10, 11, 12, 13, 14, 15];
 const ACC = [16, 17, 18, 19, 20, 21, 22, 23]; // output channel j: first vector of positions at 2j, second at 2j+1
 const [X0, X1, WJ] = [24, 25, 26];
@@ -80,10 +81,11 @@ function productBody({ bytes, shift, lanes, splat, mul, add: vectorAdd }) {
     ...get(FRAME), ...get(T), op.i32Load, ...memarg(2, 0), ...get(Q), op.i32Add, ...i32(shift), op.i32Shl, op.i32Add,
     op.tee, ...uleb(F), ...simd(V128_LOAD), ...memarg(4, 0), ...set(X0),
     ...get(F), ...simd(V128_LOAD), ...memarg(4, 16), ...set(X1),
-    // the term's 4 weights at block base + terms[2n + 1]
+    // the term's weight of each of the 4 output channels: block base + terms[2n + 1], a channel apart
     ...get(WB), ...get(T), op.i32Load, ...memarg(2, 4), op.i32Add, ...set(F),
     ...[0, 1, 2, 3].flatMap((j) => [
-      ...get(F), ...simd(splat), ...memarg(shift, bytes * j), ...set(WJ),
+      ...(j > 0 ? [...get(F), ...get(CHANNEL_BYTES), op.i32Add, ...set(F)] : []),
+      ...get(F), ...simd(splat), ...memarg(shift, 0), ...set(WJ),
       ...get(ACC[2 * j]), ...get(WJ), ...get(X0), ...simd(mul), ...simd(vectorAdd), ...set(ACC[2 * j]),
       ...get(ACC[2 * j + 1]), ...get(WJ), ...get(X1), ...simd(mul), ...simd(vectorAdd), ...set(ACC[2 * j + 1]),
     ]),
@@ -105,7 +107,7 @@ function productBody({ bytes, shift, lanes, splat, mul, add: vectorAdd }) {
     ...add(Q, 2 * lanes),
   ]; // prettier-ignore
   const perBlock = [
-    ...get(WEIGHTS), ...get(B), ...get(BLOCK_BYTES), op.i32Mul, op.i32Add, ...set(WB),
+    ...get(WEIGHTS), ...get(B), ...i32(2), op.i32Shl, ...get(CHANNEL_BYTES), op.i32Mul, op.i32Add, ...set(WB),
     ...i32(0), ...set(Q), ...whileBelow(Q, SPAN, position), ...add(B, 1),
   ]; // prettier-ignore
   const code = [...i32(0), ...set(B), ...whileBelow(B, BLOCKS, perBlock), op.end];
@@ -125,6 +127,7 @@ function moduleBytes(type) {
 }
 
 const PAGE = 1 << 16;
+const CACHE_LINE = 64; // bytes
 
 /**
  * One element type's compiled product and its memory: weights placed once (`place`) stay at their address;
@@ -139,6 +142,20 @@ class ProductKernel {
     this.product = instance.exports.product;
     this.placed = 0; // bytes of weights placed so far
     this.views();
+    this.warmUp();
+  }
+
+  /**
+   * A few small products over the fresh memory's zeros (under a millisecond): V8 first compiles the
+   * product with its baseline compiler, about 2.5 times slower, and only tiers up once it has run a
+   * while; warmed now, the first picture's convolutions run on the optimised code.
+   */
+  warmUp() {
+    const span = 2048;
+    const out = 8 * span * this.type.bytes;
+    this.reserve(out + 4 * span * this.type.bytes);
+    for (let run = 0; run < 3; run++) this.product(0, 0, 64, 0, 0, span, out, span * this.type.bytes, 1);
+    this.values.fill(0, 0, out / this.type.bytes + 4 * span);
   }
 
   views() {
@@ -154,32 +171,50 @@ class ProductKernel {
     }
   }
 
-  /** Copy `weights` (this kernel's element type) into the kernel's memory for good; returns its address. */
-  place(weights) {
+  /**
+   * Copy `weights` (this kernel's element type), `rows` rows of equal length, into the kernel's memory for
+   * good, `rowStride` values apart, with `slackBytes` of zeros after them (what the product reads past the
+   * last output channel of a block); returns the address.
+   */
+  place(weights, rows, rowStride, slackBytes) {
+    const { bytes } = this.type;
     const at = this.placed;
-    this.placed = 16 * Math.ceil((at + weights.byteLength) / 16);
+    const rowLength = weights.length / rows;
+    this.placed = 16 * Math.ceil((at + bytes * rows * rowStride + slackBytes) / 16);
     this.reserve(this.placed);
-    this.values.set(weights, at / this.type.bytes);
+    if (rowStride === rowLength) this.values.set(weights, at / bytes);
+    else {
+      for (let row = 0; row < rows; row++) {
+        this.values.set(weights.subarray(row * rowLength, (row + 1) * rowLength), at / bytes + row * rowStride);
+      }
+    }
     return at;
   }
 
+  /** A frame of `length` zeros in the kernel's memory, after the weights: fill it, then `run`. */
+  frame(length) {
+    this.frameLength = length;
+    this.reserve(this.placed + this.type.bytes * length);
+    const view = this.values.subarray(this.placed / this.type.bytes, this.placed / this.type.bytes + length);
+    return view.fill(0);
+  }
+
   /**
-   * The product of `frame` (typed array) with the weights placed at `weightsAt`, `blocks` blocks of
-   * `blockBytes` each, over the first `termCount` pairs of `terms` (Int32Array) and positions q < span.
-   * Returns {sums, stride}: sums (a view of the kernel's memory, valid until its next use) of output
-   * channel o at position q at sums[o * stride + q].
+   * The product of the last `frame` with the weights placed at `weightsAt`, output channels
+   * `channelBytes` apart, in `blocks` blocks of 4, over the first `termCount` pairs of `terms`
+   * (Int32Array) and positions q < span. Returns {sums, stride}: sums (a view of the kernel's memory,
+   * valid until its next use) of output channel o at position q at sums[o * stride + q].
    */
-  run(frame, terms, termCount, weightsAt, blockBytes, span, blocks) {
+  run(terms, termCount, weightsAt, channelBytes, span, blocks) {
     const { bytes, lanes } = this.type;
     const step = 2 * lanes;
     const strideValues = step * Math.ceil(span / step);
     const frameAt = this.placed;
-    const termsAt = 16 * Math.ceil((frameAt + bytes * frame.length) / 16);
+    const termsAt = 16 * Math.ceil((frameAt + bytes * this.frameLength) / 16);
     const outAt = 16 * Math.ceil((termsAt + 8 * termCount) / 16);
     this.reserve(outAt + 4 * blocks * strideValues * bytes);
-    this.values.set(frame, frameAt / bytes);
     this.int32.set(terms.subarray(0, 2 * termCount), termsAt / 4);
-    this.product(frameAt, termsAt, termCount, weightsAt, blockBytes, span, outAt, strideValues * bytes, blocks);
+    this.product(frameAt, termsAt, termCount, weightsAt, channelBytes, span, outAt, strideValues * bytes, blocks);
     return { sums: this.values.subarray(outAt / bytes), stride: strideValues };
   }
 }
@@ -193,51 +228,36 @@ export function productKernel(typeName) {
 }
 
 /**
- * Weights (out, in, k, k) as the kernel reads them: blocks of 4 output channels (zeros past the last), each
- * [(i * k² + tap) * 4 + j], in the array type `As`.
- */
-function blockedWeights(weight, outChannels, taps, As) {
-  const blocks = Math.ceil(outChannels / 4);
-  const out = new As(blocks * taps * 4);
-  for (let o = 0; o < outChannels; o++) {
-    const block = o >> 2;
-    for (let t = 0; t < taps; t++) out[(block * taps + t) * 4 + (o & 3)] = weight[o * taps + t];
-  }
-  return out;
-}
-
-/**
  * A convolution's sums (no bias) for one picture: `input` (inChannels, height, width), kernel 1 or 3 with
- * padding k // 2, with the weights `placed` ({at, outChannels, inChannels, kernelSize} of `blockedWeights`
- * placed in `kernel`), into `output` (outChannels, height, width). Only the input channels in `channels`
- * (ascending; the rest must be zeros throughout) are read.
+ * padding k // 2, with the weights `placed` (`placedWeights`). Only the input channels in `channels`
+ * (ascending; the rest must be zeros throughout) are read. Returns {sums, stride, rowWidth}: output
+ * channel o at (y, x) is sums[o * stride + y * rowWidth + x], a view of the kernel's memory valid until
+ * its next use.
  *
  * The input goes into a frame (for 3x3: one pixel of zeros around every channel, rows of width + 2);
  * output (y, x) is accumulated at q = y * rowWidth + x and reads the frame at a term's index + q, so that
- * neighbouring q read neighbouring values (the columns past each row's end collect sums never stored).
+ * neighbouring q read neighbouring values (the columns past each row's end collect sums never read).
  */
-export function convolutionSums(kernel, placed, input, channels, height, width, output) {
-  const { at, outChannels, inChannels, kernelSize } = placed;
+export function productSums(kernel, placed, input, channels, height, width) {
+  const { at, outChannels, inChannels, kernelSize, channelBytes, tapBytes } = placed;
   const plane = height * width;
   const k2 = kernelSize * kernelSize;
   const slack = 2 * kernel.type.lanes;
-  let frame;
   let rowWidth;
   let span;
   const terms = new Int32Array(2 * channels.length * k2);
   if (kernelSize === 1) {
     rowWidth = width;
     span = plane;
-    frame = new kernel.Array(inChannels * plane + slack);
-    frame.set(input);
+    kernel.frame(inChannels * plane + slack).set(input);
     channels.forEach((i, n) => {
       terms[2 * n] = i * plane;
-      terms[2 * n + 1] = i * 4 * kernel.type.bytes;
+      terms[2 * n + 1] = i * tapBytes;
     });
   } else {
     rowWidth = width + 2;
     const framePlane = (height + 2) * rowWidth;
-    frame = new kernel.Array(inChannels * framePlane + slack);
+    const frame = kernel.frame(inChannels * framePlane + slack);
     channels.forEach((i, n) => {
       for (let y = 0; y < height; y++) {
         const from = i * plane + y * width;
@@ -245,15 +265,25 @@ export function convolutionSums(kernel, placed, input, channels, height, width, 
       }
       for (let t = 0; t < 9; t++) {
         terms[2 * (n * 9 + t)] = i * framePlane + ((t / 3) | 0) * rowWidth + (t % 3);
-        terms[2 * (n * 9 + t) + 1] = (i * 9 + t) * 4 * kernel.type.bytes;
+        terms[2 * (n * 9 + t) + 1] = (i * 9 + t) * tapBytes;
       }
     });
     span = (height - 1) * rowWidth + width;
   }
   const blocks = Math.ceil(outChannels / 4);
-  const blockBytes = inChannels * k2 * 4 * kernel.type.bytes;
-  const { sums, stride } = kernel.run(frame, terms, channels.length * k2, at, blockBytes, span, blocks);
-  for (let o = 0; o < outChannels; o++) {
+  const { sums, stride } = kernel.run(terms, channels.length * k2, at, channelBytes, span, blocks);
+  return { sums, stride, rowWidth };
+}
+
+/** `productSums` copied into `output` (outChannels, height, width); returns it. */
+export function convolutionSums(kernel, placed, input, channels, height, width, output) {
+  const { sums, stride, rowWidth } = productSums(kernel, placed, input, channels, height, width);
+  const plane = height * width;
+  for (let o = 0; o < placed.outChannels; o++) {
+    if (rowWidth === width) {
+      output.set(sums.subarray(o * stride, o * stride + plane), o * plane);
+      continue;
+    }
     for (let y = 0; y < height; y++) {
       const from = o * stride + y * rowWidth;
       output.set(sums.subarray(from, from + width), o * plane + y * width);
@@ -262,8 +292,23 @@ export function convolutionSums(kernel, placed, input, channels, height, width, 
   return output;
 }
 
-/** `weight` (out, in, k, k) placed in `kernel` for `convolutionSums`. */
-export function placedWeights(kernel, weight, outChannels, inChannels, kernelSize) {
-  const blocked = blockedWeights(weight, outChannels, inChannels * kernelSize * kernelSize, kernel.Array);
-  return { at: kernel.place(blocked), outChannels, inChannels, kernelSize };
+/**
+ * A convolution's weights placed in `kernel` in their own layout: `weight` (out, in, k, k), or with
+ * `inputMajor` a 1x1 convolution's (in, out). The product reads the 4 output channels of a block a channel
+ * apart, and a block's terms one after another. Input-major rows are placed a cache line further apart
+ * than their length: a row of a multiple of 4 KiB would put every term of a block in the same cache set.
+ */
+export function placedWeights(kernel, weight, outChannels, inChannels, kernelSize, { inputMajor = false } = {}) {
+  const { bytes } = kernel.type;
+  const taps = inChannels * kernelSize * kernelSize;
+  if (inputMajor && kernelSize !== 1) throw new RangeError("input-major weights are a 1x1 convolution's");
+  if (weight.length !== outChannels * taps) throw new RangeError(`${weight.length} weights for ${outChannels}x${taps}`);
+  if (!inputMajor) {
+    const channelBytes = taps * bytes;
+    const at = kernel.place(weight, 1, weight.length, 3 * channelBytes); // a block of < 4 channels reads zeros
+    return { at, outChannels, inChannels, kernelSize, channelBytes, tapBytes: bytes };
+  }
+  const rowStride = outChannels + CACHE_LINE / bytes;
+  const at = kernel.place(weight, inChannels, rowStride, 0);
+  return { at, outChannels, inChannels, kernelSize, channelBytes: bytes, tapBytes: rowStride * bytes };
 }

@@ -104,11 +104,8 @@ export class PictureDecoder {
         return { place, entropy: this.entropyPath.newTile(height, width), synthesis: this.synthesis.newTile(height, width) };
       });
     const decoded = this.tiles.map((tile) => {
-      const { latentSymbols, means, checksum } = this.entropyPath
-        .decodeTileSymbols(data, tile.place.index, layer, tile.entropy).layers[0];
-      const latents = new Float64Array(latentSymbols.length);
-      for (let i = 0; i < latents.length; i++) latents[i] = latentSymbols[i] + means[i];
-      return { tile, latents, checksum };
+      const { checksum } = this.entropyPath.decodeTileSymbols(data, tile.place.index, layer, tile.entropy).layers[0];
+      return { tile, latents: tile.entropy.previousLatents, checksum }; // the layer's symbols + means
     });
     const entropyMs = performance.now() - started;
     this.synthesis.synthesise(decoded.map(({ tile, latents }) => ({ state: tile.synthesis, latents })));

@@ -8,8 +8,7 @@
 // This is float arithmetic, not the exact grid: its pixels agree with Python's within ±1 (the contract of
 // docs/format.md, Determinism), while the symbols, which come from the exact path, are identical.
 
-import { roundHalfEven } from "./exact.js";
-import { convolutionSums, placedWeights, productKernel } from "./kernel.js";
+import { convolutionSums, placedWeights, productKernel, productSums } from "./kernel.js";
 
 const BLOCK = 16; // codec.transforms: the lapped synthesis' stride, its patches' size and their overlap
 const PATCH = 32;
@@ -92,14 +91,9 @@ export class Synthesis {
     this.gates = convolution("refiner.rnn.gates", 2 * r, 4 * r, 3);
     this.expand = convolution("refiner.expand", r, m, 3);
     // the lapped synthesis as a 1x1 convolution from the m coefficients to every patch value
-    // (c * 32 + ky) * 32 + kx: the transpose of synthesis.weight (m, 3 * 32 * 32)
-    const basis = tensor("synthesis.weight").data;
+    // (c * 32 + ky) * 32 + kx: synthesis.weight (m, 3, 32, 32) is its weights, input-major
     const patchValues = 3 * PATCH * PATCH;
-    const transposed = new Float32Array(patchValues * m);
-    for (let i = 0; i < m; i++) {
-      for (let v = 0; v < patchValues; v++) transposed[v * m + i] = basis[i * patchValues + v];
-    }
-    this.patches = { placed: placedWeights(kernel, transposed, patchValues, m, 1), bias: null };
+    this.patches = placedWeights(kernel, tensor("synthesis.weight").data, patchValues, m, 1, { inputMajor: true });
   }
 
   newTile(height, width) {
@@ -110,14 +104,7 @@ export class Synthesis {
   convolve({ placed, bias }, input, channels, h, w) {
     const output = new Float32Array(placed.outChannels * h * w);
     convolutionSums(this.kernel, placed, input, channels, h, w, output);
-    if (bias) {
-      const plane = h * w;
-      for (let o = 0; o < placed.outChannels; o++) {
-        const b = bias[o];
-        for (let p = o * plane; p < (o + 1) * plane; p++) output[p] += b;
-      }
-    }
-    return output;
+    return addBias(output, bias, h * w);
   }
 
   /**
@@ -128,6 +115,8 @@ export class Synthesis {
     for (const { state, latents } of tiles) this.synthesiseTile(state, latents);
   }
 
+  // (each loop is a function of its own: V8 optimises a function once it has seen all of it run, and one
+  // function of many loops went back and forth between its compilers on a first picture)
   synthesiseTile(state, latents) {
     const k = state.layer;
     if (k >= this.layers) throw new RangeError(`the model has ${this.layers} layers`);
@@ -136,60 +125,102 @@ export class Synthesis {
     const lw = state.width / this.latentStride;
     const plane = lh * lw;
     if (latents.length !== m * plane) throw new RangeError(`${latents.length} latents for ${m * plane}`);
-    const inverseGain = this.latentInverseGain[k];
-    const x = new Float32Array(m * plane);
-    const live = [];
-    for (let c = 0; c < m; c++) {
-      const gain = inverseGain[c];
-      let any = false;
-      for (let i = c * plane, end = i + plane; i < end; i++) {
-        x[i] = Math.fround(latents[i]) * gain;
-        any ||= x[i] !== 0;
-      }
-      if (any) live.push(c);
-    }
+    const x = scaledLatents(latents, this.latentInverseGain[k], plane);
     // the refiner: reduce, the ConvLSTM cell on [reduced, hidden], expand, added to the coefficients
     const joined = new Float32Array(2 * r * plane);
-    joined.set(this.convolve(this.reduce, x, live, lh, lw));
+    joined.set(this.convolve(this.reduce, x, liveChannels(x, m, plane), lh, lw));
     joined.set(state.hidden, r * plane);
     // (before the first layer the hidden state is zeros throughout: its channels add nothing)
     const gates = this.convolve(this.gates, joined, allChannels(k === 0 ? r : 2 * r), lh, lw);
     const hidden = new Float32Array(r * plane);
     const cell = new Float32Array(r * plane);
-    const size = r * plane;
-    for (let i = 0; i < size; i++) {
-      const c = sigmoid(gates[size + i]) * state.cell[i] + sigmoid(gates[i]) * Math.tanh(gates[3 * size + i]);
-      cell[i] = c;
-      hidden[i] = sigmoid(gates[2 * size + i]) * Math.tanh(cell[i]);
-    }
-    const coefficients = this.convolve(this.expand, hidden, allChannels(r), lh, lw);
-    for (let i = 0; i < coefficients.length; i++) coefficients[i] += x[i];
+    lstmCell(gates, state.cell, hidden, cell);
+    const coefficients = addInPlace(this.convolve(this.expand, hidden, allChannels(r), lh, lw), x);
     // the lapped synthesis: every position's patch values, overlapped into the increment, times the gain
-    const patches = this.convolve(this.patches, coefficients, allChannels(m), lh, lw);
-    const { height, width, reconstruction } = state;
+    const increment = this.overlapAdd(state, productSums(this.kernel, this.patches, coefficients, allChannels(m), lh, lw));
+    addScaled(state.reconstruction, increment, this.incrementGain[k]);
+    state.hidden = hidden;
+    state.cell = cell;
+    state.layer = k + 1;
+  }
+
+  /**
+   * The lapped synthesis' overlap: patch value (c, ky, kx) of latent position (y, x), output channel
+   * (c * 32 + ky) * 32 + kx of `patches` (productSums of the 1x1 convolution), lands on pixel
+   * (c, 16 y + ky - 8, 16 x + kx - 8) of the tile's increment; those outside the tile fall away.
+   */
+  overlapAdd(state, { sums, stride }) {
+    const { height, width } = state;
+    const lh = height / BLOCK;
+    const lw = width / BLOCK;
     const increment = new Float32Array(3 * height * width);
     for (let c = 0; c < 3; c++) {
       for (let ky = 0; ky < PATCH; ky++) {
-        for (let kx = 0; kx < PATCH; kx++) {
-          const row = ((c * PATCH + ky) * PATCH + kx) * plane;
-          for (let y = 0; y < lh; y++) {
-            const py = y * BLOCK + ky - PADDING;
-            if (py < 0 || py >= height) continue;
-            for (let xx = 0; xx < lw; xx++) {
-              const px = xx * BLOCK + kx - PADDING;
-              if (px < 0 || px >= width) continue;
-              increment[(c * height + py) * width + px] += patches[row + y * lw + xx];
+        for (let y = 0; y < lh; y++) {
+          const py = y * BLOCK + ky - PADDING;
+          if (py < 0 || py >= height) continue;
+          const pixels = (c * height + py) * width - PADDING;
+          for (let kx = 0; kx < PATCH; kx++) {
+            const values = ((c * PATCH + ky) * PATCH + kx) * stride + y * lw;
+            // only the first column's patches reach past the left edge, the last column's past the right
+            const first = kx < PADDING ? 1 : 0;
+            const end = kx >= PATCH - PADDING ? lw - 1 : lw;
+            for (let x = first, at = pixels + kx + first * BLOCK; x < end; x++, at += BLOCK) {
+              increment[at] += sums[values + x];
             }
           }
         }
       }
     }
-    const gain = this.incrementGain[k];
-    for (let i = 0; i < reconstruction.length; i++) reconstruction[i] = reconstruction[i] + Math.fround(increment[i] * gain);
-    state.hidden = hidden;
-    state.cell = cell;
-    state.layer = k + 1;
+    return increment;
   }
+}
+
+/** `output` (channels, plane) + bias[channel], in place; returns it. */
+function addBias(output, bias, plane) {
+  for (let p = 0; p < output.length; p++) output[p] += bias[(p / plane) | 0];
+  return output;
+}
+
+/** The latents (float64 symbols + means) in float32, times their channel's inverse gain. */
+function scaledLatents(latents, inverseGain, plane) {
+  const x = new Float32Array(latents.length);
+  for (let i = 0; i < x.length; i++) x[i] = Math.fround(latents[i]) * inverseGain[(i / plane) | 0];
+  return x;
+}
+
+/** The channels of `values` (channels, plane) that are not zeros throughout. */
+function liveChannels(values, channels, plane) {
+  const live = [];
+  for (let c = 0; c < channels; c++) {
+    for (let p = c * plane; p < (c + 1) * plane; p++) {
+      if (values[p] !== 0) {
+        live.push(c);
+        break;
+      }
+    }
+  }
+  return live;
+}
+
+/** The ConvLSTM cell's step from its gates (input, forget, output, candidate) and the previous cell. */
+function lstmCell(gates, previousCell, hidden, cell) {
+  const size = previousCell.length;
+  for (let i = 0; i < size; i++) {
+    const c = sigmoid(gates[size + i]) * previousCell[i] + sigmoid(gates[i]) * Math.tanh(gates[3 * size + i]);
+    cell[i] = c;
+    hidden[i] = sigmoid(gates[2 * size + i]) * Math.tanh(cell[i]);
+  }
+}
+
+function addInPlace(values, more) {
+  for (let i = 0; i < values.length; i++) values[i] += more[i];
+  return values;
+}
+
+/** reconstruction += float32(increment * gain), in place. */
+function addScaled(reconstruction, increment, gain) {
+  for (let i = 0; i < reconstruction.length; i++) reconstruction[i] += Math.fround(increment[i] * gain);
 }
 
 const channelLists = new Map();
@@ -202,19 +233,21 @@ function allChannels(count) {
 
 /**
  * codec.coding.to_pixels for one tile: round(clamp(r, 0, 1) * 255) of the top-left (tile.width x
- * tile.height) of its padded reconstruction, as RGBA (Uint8ClampedArray). Rounding is torch's: halves to even.
+ * tile.height) of its padded reconstruction, as RGBA (Uint8ClampedArray). A Uint8ClampedArray stores a
+ * number clamped to 0..255 and rounded halves to even, as torch rounds; r * 255 is rounded to float32
+ * first, as torch computes it (clamping before or after the product gives the same bytes).
  */
 export function tilePixels(state, tile) {
   const { reconstruction, height: paddedHeight, width: paddedWidth } = state;
   const plane = paddedHeight * paddedWidth;
-  const rgba = new Uint8ClampedArray(4 * tile.width * tile.height);
-  for (let row = 0, target = 0; row < tile.height; row++) {
-    for (let column = 0, source = row * paddedWidth; column < tile.width; column++, source++, target += 4) {
-      for (let channel = 0; channel < 3; channel++) {
-        const value = reconstruction[channel * plane + source];
-        rgba[target + channel] = roundHalfEven(Math.fround((value < 0 ? 0 : value > 1 ? 1 : value) * 255));
+  const rgba = new Uint8ClampedArray(4 * tile.width * tile.height).fill(255); // alpha
+  for (let channel = 0; channel < 3; channel++) {
+    for (let row = 0; row < tile.height; row++) {
+      const source = channel * plane + row * paddedWidth;
+      const target = 4 * row * tile.width + channel;
+      for (let column = 0; column < tile.width; column++) {
+        rgba[target + 4 * column] = Math.fround(reconstruction[source + column] * 255);
       }
-      rgba[target + 3] = 255;
     }
   }
   return rgba;

@@ -19,12 +19,16 @@
 
 import { parseHeader, requiredHeaderBytes, FIXED_HEADER_BYTES } from "./container.js";
 import { EntropyPath } from "./entropy.js";
+import { productKernel } from "./kernel.js";
 import { PictureDecoder } from "./picture.js";
 import { Synthesis } from "./synthesis.js";
 
 // what computes the pictures: kernel.js's WebAssembly SIMD (the exact path in float64, the synthesis in float32)
 const BACKEND = "wasm";
 const models = new Map(); // model id -> Promise<{entropyPath, synthesis}>
+// both kernels compiled and warmed (kernel.js) while the model's files travel
+productKernel("f64");
+productKernel("f32");
 let file = null; // {id, models, decoder, pending: Uint8Array[], failed}
 let work = Promise.resolve(); // messages are handled one after another
 
