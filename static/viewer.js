@@ -542,6 +542,12 @@ refreshStored();
 const query = new URLSearchParams(location.search);
 if (query.get("decoder") === "server") document.querySelector('input[name="decoder"][value="server"]').checked = true;
 const requested = query.get("id");
-if (requested && !state.cannotDecode && decoderChoice() === "browser") browserDecoder();
+if (requested && !state.cannotDecode && decoderChoice() === "browser") {
+  // the server names the model whose files its answer preloads: the workers get them before the picture's
+  // info has arrived (a picture of another model has its own files fetched then)
+  const model = document.querySelector('meta[name="decoder-model"]')?.content;
+  if (model) browserDecoder().prepare(model);
+  else browserDecoder();
+}
 if (requested) openImage(requested);
 else setStatus("Drop or choose an image, or pick a stored one.");

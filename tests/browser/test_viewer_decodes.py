@@ -30,8 +30,7 @@ def test_the_server_decodes_nothing_while_the_browser_does(
     viewer.page.on("request", lambda request: requested.append(request.url))
     viewer.page.on("websocket", lambda socket: requested.append(socket.url))
     decoded_before = viewer_server.metric(DECODED, default=0)
-    viewer.open(f"?id={info['id']}")
-    viewer.record_arrivals()  # before the first layer: the stream starts once the info has arrived
+    viewer.open(f"?id={info['id']}", record_arrivals=True)
     assert viewer.wait_until_finished() == "done", viewer.error_text()
     stream_arrivals = viewer.arrivals()
     viewer.record_arrivals()
@@ -84,8 +83,7 @@ def test_without_the_model_files_the_page_shows_the_servers_previews(
 ) -> None:
     info = stored_image(viewer_writer, seed=13)
     viewer.page.route("**/decoder/models/**", lambda route: route.fulfill(status=404, body="gone"))
-    viewer.open(f"?id={info['id']}")
-    viewer.record_arrivals()
+    viewer.open(f"?id={info['id']}", record_arrivals=True)
     assert viewer.wait_until_finished() == "done", viewer.error_text()
 
     assert viewer.page.get_attribute("#reconstruction", "data-decoder") == "server"

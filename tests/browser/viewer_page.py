@@ -25,16 +25,16 @@ CANVAS_PIXELS = """(canvas) => {
 }"""
 
 # Keeps the pixels of every layer as it arrives, read inside the event so that none is missed; called
-# again, it starts a new record.
+# again, it starts a new record. It listens on the document, so it may run before the page has its canvas.
 RECORD_ARRIVALS = f"""() => {{
   window.arrivals = [];
   if (window.recordingArrivals) return;
   window.recordingArrivals = true;
   const pixels = {CANVAS_PIXELS};
-  const canvas = document.getElementById("reconstruction");
-  canvas.addEventListener("layershown", (event) => {{
-    if (event.detail.cause === "arrival") window.arrivals.push({{ layer: event.detail.layer, ...pixels(canvas) }});
-  }});
+  document.addEventListener("layershown", (event) => {{
+    if (event.target.id !== "reconstruction" || event.detail.cause !== "arrival") return;
+    window.arrivals.push({{ layer: event.detail.layer, ...pixels(event.target) }});
+  }}, true);
 }}"""
 
 READ_CANVAS = f"""(id) => ({CANVAS_PIXELS})(document.getElementById(id))"""
@@ -50,7 +50,11 @@ class ViewerPage:
         self.page = page
         self.base_url = base_url
 
-    def open(self, query: str = "") -> None:
+    def open(self, query: str = "", record_arrivals: bool = False) -> None:
+        """Load the viewer at `query`; with `record_arrivals`, layers are recorded from before its scripts run
+        (a picture opened by the address may have layers painted before `open` returns)."""
+        if record_arrivals:
+            self.page.add_init_script(f"({RECORD_ARRIVALS})()")
         self.page.goto(f"{self.base_url}/{query}")
         self.page.wait_for_function("() => document.getElementById('status').textContent !== ''")
 

@@ -45,9 +45,15 @@ def test_the_viewer_preloads_the_model_files_when_it_will_decode(
     client: httpx.Client, codec_model: ScalableCodec, query: str, preloads: bool
 ) -> None:
     """Opening a picture to decode in the page, the answer's Link header has the browser fetch the model's
-    files with the page (relative links: they follow the page behind a path prefix)."""
+    files with the page (relative links: they follow the page behind a path prefix), and the page names
+    that model for its script."""
     page = client.get(f"/{query}")
-    folder = f"decoder/models/{codec_model.model_id.hex()}"
+    model_id = codec_model.model_id.hex()
+    folder = f"decoder/models/{model_id}"
     names = ("entropy-path.json", "synthesis-weights.bin")
     expected = ", ".join(f"<{folder}/{name}>; rel=preload; as=fetch; crossorigin" for name in names)
     assert page.headers.get("link") == (expected if preloads else None)
+    assert page.headers["content-type"].startswith("text/html") and page.headers["cache-control"] == "no-cache"
+    meta = f'<meta name="decoder-model" content="{model_id}">'
+    assert (meta in page.text) == preloads and page.text.count("</head>") == 1
+    assert "content-security-policy" in page.headers
