@@ -2,8 +2,9 @@
 beside the same page showing the server's previews, and the decoder's worker pool alone, as `Figures`.
 
 Page loads: a first visit in a fresh browser profile (nothing cached: the page and the model's files travel
-over loopback), to a copy of the picture the server has not decoded yet, then a reload in the same profile
-(the browser's HTTP cache, on disk as a returning visitor's, and the server's caches of what it decoded). The
+over loopback), to a copy of the picture the server has not decoded yet, once the browser has settled after
+its start (`SETTLE_S`), then a reload in the same profile (the browser's HTTP cache, on disk as a returning
+visitor's, and the server's caches of what it decoded); and first visits made as the browser starts. The
 times come from the page's own clock: `performance.now()` at each `layershown` arrival, counted from the
 start of the navigation. The decoder alone: `WorkerDecoder` fed the stored file layer by layer in the
 page, with 1 and 2 workers; the time of each layer is the decoder's own (its slowest worker's entropy
@@ -28,6 +29,11 @@ from bench import chromium, processes
 from bench.codec_measure import Size, test_pictures
 from bench.processes import Running
 from bench.service_measure import WRITE_KEY
+
+# A first visit comes this long after its browser started: Chromium loads its own pages at start-up (the
+# omnibox popup's WebUI kept a core busy for about 1.5 s), and a visitor's browser is running already. The
+# visits made as the browser starts are measured too.
+SETTLE_S = 3.0
 
 # Records, from before the page's own scripts run, when each layer was painted on arrival and how long
 # the browser took to decode it (the canvas's data-decode-ms, set just before the paint).
@@ -141,11 +147,11 @@ def start_server(root: Path, plan: Plan) -> Running:
 
 
 def upload_copies(server: Running, plan: Plan) -> list[dict]:
-    """`repeats` copies of the picture, one pixel apart, so that each first visit meets a picture the server
-    has never decoded (nothing of it in the server's caches)."""
+    """2 x `repeats` copies of the picture, one pixel apart, so that each first visit meets a picture the
+    server has never decoded (nothing of it in the server's caches)."""
     (pixels,) = test_pictures(plan.images, 1, plan.size)
     stored = []
-    for copy in range(plan.repeats):
+    for copy in range(2 * plan.repeats):
         variant = pixels.copy()
         variant[0, 0, 0] ^= copy
         buffer = io.BytesIO()
@@ -159,15 +165,19 @@ def upload_copies(server: Running, plan: Plan) -> list[dict]:
     return stored
 
 
-def page_loads(playwright: Playwright, urls: list[str]) -> tuple[list[PageLoad], list[PageLoad]]:
-    """A first visit to each of `urls`, each in a fresh browser profile, and a reload after each."""
+def page_loads(
+    playwright: Playwright, urls: list[str], settle_s: float, reload: bool = True
+) -> tuple[list[PageLoad], list[PageLoad]]:
+    """A first visit to each of `urls`, each in a fresh browser profile `settle_s` after its browser started,
+    and (with `reload`) a reload after each."""
     cold, warm = [], []
     for url in urls:
         profile = tempfile.TemporaryDirectory(prefix="bench-browser-")
         page = chromium.profile_page(playwright, Path(profile.name))
         page.add_init_script(RECORD_PAINTS)
+        page.wait_for_timeout(settle_s * 1000)
         try:
-            for loads in (cold, warm):
+            for loads in (cold, warm) if reload else (cold,):
                 page.goto(url) if loads is cold else page.reload()
                 page.wait_for_function(FINISHED, timeout=600_000)
                 if page.evaluate("document.body.dataset.state") != "done":
@@ -220,7 +230,7 @@ def python_decode_ms(bitstream: bytes, plan: Plan) -> list[float]:
 def measure(plan: Plan, root: Path) -> Figures:
     server = start_server(root, plan)
     try:
-        print(f"bench.browser: uploading {plan.repeats} copies of a {plan.size} picture", file=sys.stderr)
+        print(f"bench.browser: uploading {2 * plan.repeats} copies of a {plan.size} picture", file=sys.stderr)
         copies = upload_copies(server, plan)
         info = copies[0]
         model_id = info["model"]
@@ -235,8 +245,13 @@ def measure(plan: Plan, root: Path) -> Figures:
                 deliveries = []
                 for name, query in (("browser", ""), ("server previews", "&decoder=server")):
                     print(f"bench.browser: {plan.repeats} page loads, {name}", file=sys.stderr)
-                    cold, warm = page_loads(playwright, [f"{server.url}/?id={copy['id']}{query}" for copy in copies])
-                    deliveries += [Delivery(f"{name}, first visit", cold), Delivery(f"{name}, reload", warm)]
+                    urls = [f"{server.url}/?id={copy['id']}{query}" for copy in copies]
+                    cold, warm = page_loads(playwright, urls[: plan.repeats], SETTLE_S)
+                    started, _ = page_loads(playwright, urls[plan.repeats :], 0, reload=False)
+                    deliveries += [
+                        Delivery(f"{name}, first visit", cold), Delivery(f"{name}, reload", warm),
+                        Delivery(f"{name}, first visit as the browser starts", started),
+                    ]  # fmt: skip
                 pools = []
                 for workers in plan.workers:
                     print(f"bench.browser: the decoder alone, {workers} worker(s)", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench import report
-from bench.browser_measure import Figures, Plan
+from bench.browser_measure import SETTLE_S, Figures, Plan
 
 PER_LAYER_GOAL_S = 0.4  # issue 14: each layer decoded in the browser
 FIRST_LAYER_GOAL_S = 1.0  # issue 14: page load to the first layer painted, over loopback
@@ -62,7 +62,10 @@ Workers); the alternative in the same run is the same page showing the server's 
 (`?decoder=server`). Times are the page's own clock, from the start of the navigation to each layer painted
 on arrival, medians of {plan.repeats} loads. A first visit is a fresh browser profile showing a copy of the
 picture (one pixel apart) that the server has not decoded yet: the page and the model's
-{figures.model_files_bytes / 1e6:.1f} MB of files travel. A reload follows in the same profile: the model's
+{figures.model_files_bytes / 1e6:.1f} MB of files travel. It comes {SETTLE_S:.0f} s after the browser started, as a
+visitor's browser is running already: at its start Chromium loads pages of its own (the omnibox popup's WebUI
+kept a core of this 2-core machine busy for about 1.5 s); the first visits "as the browser starts" navigate
+at once and share the machine with that. A reload follows in the same profile: the model's
 files come from the browser's HTTP cache on disk (they are immutable), and the server's previews from the
 server's caches of what it decoded at the first visit.
 The background training run, if any, is in the machine table.
