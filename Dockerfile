@@ -1,21 +1,17 @@
 # One image for CPU and GPU: the pinned torch wheel carries CUDA and falls
 # back to the CPU when no GPU is visible. It installs exactly as the README
-# does (`make install`), runs as a non-root user, and keeps data in a volume.
-FROM python:3.11-slim-bookworm
+# does (`make install`), in a build stage whose image has the C compiler for
+# codec/_rans.c; the service image gets the installed /app and runs as a
+# non-root user, with its data in a volume. Both stages use the same Python
+# build (the official image's /usr/local), so the virtual environment moves.
+FROM python:3.11-bookworm AS build
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    CODEC_SERVER_HOST=0.0.0.0 \
-    CODEC_SERVER_PORT=8000 \
-    CODEC_SERVER_DATA_DIR=/data
+    PIP_NO_CACHE_DIR=1
 
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends make=4.3-4.1 \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 codec \
-    && mkdir -p /data /app \
-    && chown codec:codec /data /app
+RUN useradd --create-home --uid 10001 codec \
+    && mkdir -p /app \
+    && chown codec:codec /app
 
 WORKDIR /app
 COPY --chown=codec:codec pyproject.toml Makefile README.md ./
@@ -31,6 +27,22 @@ COPY --chown=codec:codec weights ./weights
 USER 10001
 RUN make install
 
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CODEC_SERVER_HOST=0.0.0.0 \
+    CODEC_SERVER_PORT=8000 \
+    CODEC_SERVER_DATA_DIR=/data
+
+RUN useradd --create-home --uid 10001 codec \
+    && mkdir -p /data \
+    && chown codec:codec /data
+
+WORKDIR /app
+COPY --from=build --chown=codec:codec /app /app
+
+USER 10001
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml codec/_rans.c | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
 	touch $@
@@ -28,6 +28,8 @@ serve: install
 
 test: $(VENV)/.installed-test
 	scripts/ensure-system-packages
+	@# the C coder (codec/_rans.c), if the compiler came with the system packages just now
+	@ls codec/_rans.*.so >/dev/null 2>&1 || $(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

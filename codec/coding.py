@@ -19,7 +19,6 @@ import struct
 import zlib
 
 import torch
-from compressai.ans import RansDecoder
 from torch import Tensor
 
 from codec import rans
@@ -92,19 +91,16 @@ def _decode_symbols(
         return torch.cat(
             [rans.decode(string, i, model.latent_model) for string, i in zip(latent_strings, indexes, strict=True)]
         )
-    streams = []
-    for string in latent_strings:
-        streams.append(RansDecoder())
-        streams[-1].set_stream(string)
+    streams = [rans.Stream(string) for string in latent_strings]
     first = first_pass_mask(model.config, scale_index)[0].expand_as(scale_index[0])
     symbols = torch.zeros(scale_index.shape, dtype=torch.int32)
     indexes = quantized_scale_index(scale_index)
     for tile, stream in enumerate(streams):
-        symbols[tile][first] = rans.decode_next(stream, indexes[tile][first], model.latent_model)
+        symbols[tile][first] = stream.decode(indexes[tile][first], model.latent_model)
     scale_index, _ = model.context_parameters(symbols.double(), scale_index, means, state, exact_mode=True)
     indexes = quantized_scale_index(scale_index)
     for tile, stream in enumerate(streams):
-        symbols[tile][~first] = rans.decode_next(stream, indexes[tile][~first], model.latent_model)
+        symbols[tile][~first] = stream.decode(indexes[tile][~first], model.latent_model)
     return symbols
 
 

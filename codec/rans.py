@@ -1,15 +1,19 @@
-"""CompressAI's rANS coder, called with each entropy model's CDF table converted once.
+"""The rANS coder of the bitstream: CompressAI's format, with each entropy model's CDF table converted once.
 
-CompressAI's `compress` and `decompress` turn the whole CDF table into Python lists on every call
-(64 rows, each padded to the longest, 3,133 entries), and the binding copies those lists into C++
-again: about 20 ms per tile and layer, more than coding the symbols. Here the rows are cut to their
-own lengths, which is all the coder reads, and kept per entropy model. The coder and the table
-values are CompressAI's, so the bytes are too.
+The bytes are those of CompressAI's coder (`compressai.ans`: a 64-bit state renormalised by 32-bit words,
+16-bit probabilities, bypass coding for values outside a CDF row). Two implementations write and read them:
+- `codec._rans`, C on int32 buffers (codec/_rans.c, built by the install when a C compiler is there);
+- CompressAI's, whose binding takes Python lists: about 40 % of a layer's decode at Kodak size went to
+  turning every symbol and index into a Python int and back. It is used when `codec._rans` is not built.
+
+CompressAI's `compress` and `decompress` also turn the whole CDF table into Python lists on every call
+(64 rows, each padded to the longest, 3,133 entries); here the rows are cut to their own lengths, which
+is all the coder reads, and kept per entropy model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -18,14 +22,27 @@ from compressai.ans import RansDecoder, RansEncoder
 from compressai.entropy_models import EntropyBottleneck, EntropyModel
 from torch import Tensor
 
+try:
+    from codec import _rans
+except ImportError:  # built without a C compiler: CompressAI's coder
+    _rans = None
+
 
 @dataclass(frozen=True)
 class CdfTables:
-    """The three table arguments of the rANS coder, as the binding takes them."""
+    """An entropy model's CDF rows, cut to their lengths: as lists (CompressAI's binding) and flat int32
+    arrays (`codec._rans`: row r at cdf[starts[r]:starts[r] + lengths[r]])."""
 
     cdfs: list[list[int]]
     lengths: list[int]
     offsets: list[int]
+    arrays: tuple[np.ndarray, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        starts = np.cumsum([0, *self.lengths[:-1]], dtype=np.int64).astype(np.int32)
+        flat = np.fromiter((value for row in self.cdfs for value in row), dtype=np.int32)
+        columns = (flat, starts, np.asarray(self.lengths, dtype=np.int32), np.asarray(self.offsets, dtype=np.int32))
+        object.__setattr__(self, "arrays", columns)
 
 
 _TABLES: WeakKeyDictionary[EntropyModel, tuple[tuple[int, int], CdfTables]] = WeakKeyDictionary()
@@ -49,33 +66,48 @@ def tables(entropy_model: EntropyModel) -> CdfTables:
     return built
 
 
+def _int32(values: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(values.reshape(-1).to(torch.int32).cpu().numpy())
+
+
 def encode(symbols: Tensor, indexes: Tensor, entropy_model: EntropyModel) -> bytes:
     """One rANS string of integer `symbols`, each coded with the CDF row its index names."""
     table = tables(entropy_model)
+    if _rans is not None:
+        return _rans.encode(_int32(symbols), _int32(indexes), *table.arrays)
     return RansEncoder().encode_with_indexes(
-        symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(), table.cdfs, table.lengths, table.offsets
+        _int32(symbols).tolist(), _int32(indexes).tolist(), table.cdfs, table.lengths, table.offsets
     )
+
+
+class Stream:
+    """One rANS string read symbol after symbol: `decode` continues where the last call stopped (a
+    frequency context's two passes read one string)."""
+
+    def __init__(self, string: bytes) -> None:
+        self.string = string
+        if _rans is not None:
+            self.state, self.position = _rans.start(string)
+        else:
+            self.decoder = RansDecoder()
+            self.decoder.set_stream(string)
+
+    def decode(self, indexes: Tensor, entropy_model: EntropyModel) -> Tensor:
+        """The next `indexes.numel()` symbols (int32, shaped like `indexes`), each with its index's row."""
+        table = tables(entropy_model)
+        rows = _int32(indexes)
+        if _rans is None:
+            values = self.decoder.decode_stream(rows.tolist(), table.cdfs, table.lengths, table.offsets)
+            # a list through NumPy is several times faster than torch.tensor(list)
+            return torch.from_numpy(np.asarray(values, dtype=np.int32)).reshape(indexes.shape)
+        out = np.empty(rows.size, dtype=np.int32)
+        self.state, self.position = _rans.decode(self.string, self.state, self.position, rows, *table.arrays, out)
+        return torch.from_numpy(out).reshape(indexes.shape)
 
 
 def decode(string: bytes, indexes: Tensor, entropy_model: EntropyModel) -> Tensor:
     """The integer symbols of `string`, shaped like `indexes` (int32)."""
-    table = tables(entropy_model)
-    values = RansDecoder().decode_with_indexes(
-        string, indexes.reshape(-1).int().tolist(), table.cdfs, table.lengths, table.offsets
-    )
-    return _as_tensor(values, indexes)
-
-
-def decode_next(stream: RansDecoder, indexes: Tensor, entropy_model: EntropyModel) -> Tensor:
-    """The next `indexes.numel()` symbols of a stream opened with `set_stream` (int32, shaped like `indexes`)."""
-    table = tables(entropy_model)
-    values = stream.decode_stream(indexes.reshape(-1).int().tolist(), table.cdfs, table.lengths, table.offsets)
-    return _as_tensor(values, indexes)
-
-
-def _as_tensor(values: list[int], like: Tensor) -> Tensor:
-    # a list through NumPy is several times faster than torch.tensor(list)
-    return torch.from_numpy(np.asarray(values, dtype=np.int32)).reshape(like.shape)
+    return Stream(string).decode(indexes, entropy_model)
 
 
 def side_indexes(side_model: EntropyBottleneck, shape: torch.Size | tuple[int, ...]) -> Tensor:

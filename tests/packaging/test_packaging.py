@@ -52,6 +52,9 @@ def test_dockerfile_installs_the_way_the_readme_does() -> None:
     assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
     assert 'VOLUME ["/data"]' in dockerfile
     assert "COPY --chown=codec:codec weights ./weights" in dockerfile
+    # the C coder is compiled in the build stage (codec/_rans.c), whose /app the service image takes
+    assert re.search(r"^FROM python:3\.11-bookworm AS build$", dockerfile, re.M)
+    assert "COPY --from=build --chown=codec:codec /app /app" in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
 
