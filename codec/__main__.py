@@ -65,7 +65,8 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     from codec.imageio import write_image
 
     model = _load(args.weights, args.device)
-    decoder = Decoder(Path(args.input).read_bytes(), model)
+    # one decode and done: no tile states or pictures kept for a next call, so memory follows a batch of tiles
+    decoder = Decoder(Path(args.input).read_bytes(), model, state_budget=0, picture_budget=0)
     if decoder.layers_available == 0:
         from codec.errors import TruncatedLayerError
 

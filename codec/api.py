@@ -338,40 +338,49 @@ class Decoder:
             )
         region = check_region(region, header.width, header.height)
         x, y, width, height = region
-        touched = [tile for tile in header.tiles if tile.touches(*region)]
-        shown = self._tile_pictures(touched, layers)
         pixels = np.empty((height, width, 3), dtype=np.uint8)
-        for tile in touched:
+
+        def place(tile: container.Tile, picture: np.ndarray) -> None:
             left, top = max(x, tile.x), max(y, tile.y)
             right, bottom = min(x + width, tile.x + tile.width), min(y + height, tile.y + tile.height)
-            pixels[top - y : bottom - y, left - x : right - x] = shown[tile.index][
+            pixels[top - y : bottom - y, left - x : right - x] = picture[
                 top - tile.y : bottom - tile.y, left - tile.x : right - tile.x
             ]
+
+        self._tile_pictures([tile for tile in header.tiles if tile.touches(*region)], layers, place)
         self._layers_shown = layers
         return pixels
 
-    def _tile_pictures(self, tiles: list[container.Tile], layers: int) -> dict[int, np.ndarray]:
-        """The shown pictures of `tiles` after `layers` layers, by tile index: from the picture cache,
-        else decoded in batches of tiles that share a padded size and a layer, so that each layer's
-        networks run once per batch. Every layer passed through is cached, within its budget."""
+    def _tile_pictures(
+        self, tiles: list[container.Tile], layers: int, place: Callable[[container.Tile, np.ndarray], None]
+    ) -> None:
+        """`place(tile, picture)` for each of `tiles` with its shown picture after `layers` layers: from the
+        picture cache, else decoded in batches of tiles that share a padded size and a layer, so that each
+        layer's networks run once per batch. Every layer passed through is cached, within its budget; a
+        batch's pictures are placed as it finishes, so memory follows the batch, not the picture."""
         header = self.header
-        pictures: dict[int, np.ndarray] = {}
         groups: dict[tuple[int, int, int], list[container.Tile]] = {}
-        states: dict[int, RecurrentState] = {}
+        held: dict[int, RecurrentState] = {}  # the states to continue from (new ones are made per batch)
         for tile in tiles:
             if (cached := self._pictures.get((tile.index, layers))) is not None:
-                pictures[tile.index] = cached
+                place(tile, cached)
                 continue
             state = self._states.get(tile.index)
-            if state is None or state.layer > layers:
-                height, width = padded_size(tile.height, tile.width)
-                state = self.model.initial_state(next(self.model.parameters()).new_zeros(1, 3, height, width))
-            states[tile.index] = state
-            height, width = state.reconstruction.shape[-2:]
-            groups.setdefault((height, width, state.layer), []).append(tile)
-        for group in groups.values():
+            start = 0
+            if state is not None and state.layer <= layers:
+                held[tile.index] = state
+                start = state.layer
+            groups.setdefault((*padded_size(tile.height, tile.width), start), []).append(tile)
+        like = next(self.model.parameters())
+        for (height, width, _), group in groups.items():
             for batch in tile_batches(group):
-                state = stack_states([states[tile.index] for tile in batch])
+                state = stack_states(
+                    [
+                        held.pop(tile.index) if tile.index in held
+                        else self.model.initial_state(like.new_zeros(1, 3, height, width))
+                        for tile in batch
+                    ]
+                )  # fmt: skip
                 if state.layer == layers:  # held at this layer, its pictures dropped from the cache
                     last = _tile_pixels(self.model.shown_picture(state.reconstruction, layers), batch)
                 while state.layer < layers:
@@ -383,10 +392,10 @@ class Decoder:
                     for tile, checksum, picture in zip(batch, checksums, last, strict=True):
                         self._symbol_checksums[(layer, tile.index)] = checksum
                         self._pictures.put((tile.index, layer), picture)
-                pictures.update((tile.index, picture) for tile, picture in zip(batch, last, strict=True))
+                for tile, picture in zip(batch, last, strict=True):
+                    place(tile, picture)
                 for tile, tile_state in zip(batch, split_state(state), strict=True):
                     self._hold(tile.index, tile_state)
-        return pictures
 
     def _hold(self, index: int, state: RecurrentState) -> None:
         """Keep `state` as the most recently used; drop the oldest others beyond the budget."""
