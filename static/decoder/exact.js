@@ -15,7 +15,7 @@
 // rounds them up. `roundHalfEven` is torch's; ties are common here (a sum on the 2^-22 grid snapped to
 // 2^-10, a scale index on the 2^-10 grid rounded to an integer).
 
-import { convolutionSums, placedWeights, productKernel } from "./kernel.js";
+import { convolutionSums, liveChannels, placedWeights, productKernel } from "./kernel.js";
 
 export const WEIGHT_BITS = 12;
 export const ACTIVATION_BITS = 10;
@@ -142,15 +142,7 @@ export class ExactConvolution {
     if (input.length !== inChannels * plane) {
       throw new RangeError(`input of ${input.length} values for ${inChannels}x${height}x${width}`);
     }
-    const live = [];
-    for (let i = 0; i < inChannels; i++) {
-      for (let p = i * plane; p < (i + 1) * plane; p++) {
-        if (input[p] !== 0) {
-          live.push(i);
-          break;
-        }
-      }
-    }
+    const live = liveChannels(input, inChannels, plane);
     const output = new Float64Array(outChannels * plane);
     return convolutionSums(productKernel("f64"), this.placed, input, live, height, width, output);
   }

@@ -227,6 +227,20 @@ export function productKernel(typeName) {
   return kernels.get(typeName);
 }
 
+/** The channels of `values` (channels, plane) that are not zeros throughout: what `productSums` may skip. */
+export function liveChannels(values, channels, plane) {
+  const live = [];
+  for (let c = 0; c < channels; c++) {
+    for (let p = c * plane; p < (c + 1) * plane; p++) {
+      if (values[p] !== 0) {
+        live.push(c);
+        break;
+      }
+    }
+  }
+  return live;
+}
+
 /**
  * A convolution's sums (no bias) for one picture: `input` (inChannels, height, width), kernel 1 or 3 with
  * padding k // 2, with the weights `placed` (`placedWeights`). Only the input channels in `channels`

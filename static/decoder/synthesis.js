@@ -8,7 +8,7 @@
 // This is float arithmetic, not the exact grid: its pixels agree with Python's within ±1 (the contract of
 // docs/format.md, Determinism), while the symbols, which come from the exact path, are identical.
 
-import { convolutionSums, placedWeights, productKernel, productSums } from "./kernel.js";
+import { convolutionSums, liveChannels, placedWeights, productKernel, productSums } from "./kernel.js";
 
 const BLOCK = 16; // codec.transforms: the lapped synthesis' stride, its patches' size and their overlap
 const PATCH = 32;
@@ -187,20 +187,6 @@ function scaledLatents(latents, inverseGain, plane) {
   const x = new Float32Array(latents.length);
   for (let i = 0; i < x.length; i++) x[i] = Math.fround(latents[i]) * inverseGain[(i / plane) | 0];
   return x;
-}
-
-/** The channels of `values` (channels, plane) that are not zeros throughout. */
-function liveChannels(values, channels, plane) {
-  const live = [];
-  for (let c = 0; c < channels; c++) {
-    for (let p = c * plane; p < (c + 1) * plane; p++) {
-      if (values[p] !== 0) {
-        live.push(c);
-        break;
-      }
-    }
-  }
-  return live;
 }
 
 /** The ConvLSTM cell's step from its gates (input, forget, output, candidate) and the previous cell. */
