@@ -37,8 +37,8 @@ def to_grid(x: Tensor, bits: int, limit: float, exact: bool) -> Tensor:
     """Snap `x` to multiples of 2**-bits within [-limit, limit]."""
     scale = float(2**bits)
     x = torch.clamp(x, -limit, limit)
-    if exact:
-        return torch.round(x * scale) / scale
+    if exact:  # in place on the clamped copy: decoding runs this on every activation
+        return x.mul_(scale).round_().div_(scale)
     return round_ste(x * scale) / scale
 
 
