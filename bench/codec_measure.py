@@ -29,6 +29,7 @@ WARM_UP_SIDE = 128
 JPEG2000_BITS_PER_PIXEL = 24.0  # Pillow's "rates" are compression ratios of 24-bit RGB
 PROFILE_RATE = 100  # py-spy samples per second
 PROFILE_TOP = 8
+REGION_SIDE = 1024  # the region decoded alone: at most this, and at most half the picture's side
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,12 @@ class Timings:
     baseline_rss: int
     encode_peak_rss: int
     decode_peak_rss: int
+    # ours only: every layer of the first picture decoded at once, as `python -m codec decompress` does
+    # (no states or pictures kept), and a centre region decoded alone from scratch at each layer count
+    whole_decode: float | None = None
+    whole_decode_peak_rss: int | None = None
+    region: tuple[int, int] | None = None  # its width and height
+    region_decode: list[float] = field(default_factory=list)  # seconds, at layers 1..L
 
 
 def _median_bpp(sizes: list[list[int]], pixels: int) -> list[float]:
@@ -161,14 +168,31 @@ def measure_ours(pictures: list[np.ndarray], repeats: int, weights: str | None, 
                 started = time.perf_counter()
             decode_seconds.append(per_layer)
             del decoder
+    decode_peak = phase_peak()
+    start_phase()
+    started = time.perf_counter()
+    Decoder(bitstreams[0], model, state_budget=0, picture_budget=0).decode()
+    whole_decode = time.perf_counter() - started
+    whole_peak = phase_peak()
     height, width, _ = pictures[0].shape
+    region_width, region_height = min(REGION_SIDE, width // 2), min(REGION_SIDE, height // 2)
+    region = ((width - region_width) // 2, (height - region_height) // 2, region_width, region_height)
+    region_seconds = []
+    for n in range(1, len(layer_ends[0]) + 1):
+        started = time.perf_counter()
+        Decoder(bitstreams[0], model).decode(n, region=region)
+        region_seconds.append(time.perf_counter() - started)
     return {
         "encode": encode_seconds,
         "decode": decode_seconds,
         "bpp": _median_bpp(layer_ends, width * height),
         "baseline_rss": baseline,
         "encode_peak_rss": encode_peak,
-        "decode_peak_rss": phase_peak(),
+        "decode_peak_rss": decode_peak,
+        "whole_decode": whole_decode,
+        "whole_decode_peak_rss": whole_peak,
+        "region": (region_width, region_height),
+        "region_decode": region_seconds,
     }
 
 

@@ -69,6 +69,7 @@ def test_codec_benchmark_measures_every_codec_and_writes_its_sections(
         "### Per layer at 64x64",
         "### Cost against image size (ours)",
         "### Memory against image size",
+        "### Decoding at once, and a region alone",
         "### Where the time goes",
     ):
         assert heading in text
@@ -88,7 +89,10 @@ def test_codec_benchmark_measures_every_codec_and_writes_its_sections(
     (scaling,) = rows(section(text, "### Cost against image size (ours)"), "64x64")
     assert re.fullmatch(FIGURE, scaling[5]), scaling
     (memory,) = rows(section(text, "### Memory against image size"), "64x64")
-    assert re.fullmatch(r"\d+ MiB", memory[2]), memory
+    assert re.fullmatch(r"\d+ MiB", memory[2]) and re.fullmatch(r"\d+ MiB", memory[4]), memory
+    (region,) = rows(section(text, "### Decoding at once, and a region alone"), "64x64")
+    assert region[5] == "32x32", region
+    assert all(re.fullmatch(FIGURE, cell) for cell in (region[2], region[6], region[7])), region
     headline = readme.read_text()
     assert headline.startswith("# Benchmarks\n\nkept by hand\n")
     assert "<!-- bench.codec:start -->" in headline
