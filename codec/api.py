@@ -238,6 +238,8 @@ def encode(
 
 
 Region = tuple[int, int, int, int]
+# visit(tile, n, picture): a tile's shown picture (its own height x width x 3, uint8) after layer n
+LayerVisit = Callable[[container.Tile, int, np.ndarray], None]
 # The recurrent states a Decoder keeps: about 2 MB per 192x192 tile, so a
 # 16 MP picture's tiles all fit and a 100 MP one decodes in bounded memory.
 DEFAULT_STATE_BUDGET = 1 << 30
@@ -351,13 +353,34 @@ class Decoder:
         self._layers_shown = layers
         return pixels
 
+    def decode_every_layer(self, visit: LayerVisit, layers: int | None = None) -> None:
+        """`visit(tile, n, picture)` for every tile after each layer n = 1..`layers` (default: all available).
+
+        One RNN pass per tile, in the memory of one batch of tiles: how the server checks (and measures)
+        every layer of a new upload, however large, where `decode(n)` for each n would keep every tile's
+        state between the calls or, past the budget, decode tiles again from the first layer. Only on a
+        decoder that has decoded nothing yet, so that no layer of any tile is skipped.
+        """
+        layers = self.layers_available if layers is None else layers
+        if self._states or self._symbol_checksums:
+            raise ValueError("decode_every_layer needs a decoder that has decoded nothing yet")
+        if not 1 <= layers <= self.layers_available:
+            raise ValueError(f"layers must be within 1..{self.layers_available} (the layers held)")
+        self._tile_pictures(list(self.header.tiles), layers, lambda tile, picture: None, visit)
+        self._layers_shown = layers
+
     def _tile_pictures(
-        self, tiles: list[container.Tile], layers: int, place: Callable[[container.Tile, np.ndarray], None]
+        self,
+        tiles: list[container.Tile],
+        layers: int,
+        place: Callable[[container.Tile, np.ndarray], None],
+        visit: LayerVisit | None = None,
     ) -> None:
         """`place(tile, picture)` for each of `tiles` with its shown picture after `layers` layers: from the
         picture cache, else decoded in batches of tiles that share a padded size and a layer, so that each
-        layer's networks run once per batch. Every layer passed through is cached, within its budget; a
-        batch's pictures are placed as it finishes, so memory follows the batch, not the picture."""
+        layer's networks run once per batch. Every layer passed through is cached, within its budget, and
+        given to `visit`; a batch's pictures are placed as it finishes, so memory follows the batch, not
+        the picture."""
         header = self.header
         groups: dict[tuple[int, int, int], list[container.Tile]] = {}
         held: dict[int, RecurrentState] = {}  # the states to continue from (new ones are made per batch)
@@ -392,6 +415,8 @@ class Decoder:
                     for tile, checksum, picture in zip(batch, checksums, last, strict=True):
                         self._symbol_checksums[(layer, tile.index)] = checksum
                         self._pictures.put((tile.index, layer), picture)
+                        if visit is not None:
+                            visit(tile, layer, picture)
                 for tile, picture in zip(batch, last, strict=True):
                     place(tile, picture)
                 for tile, tile_state in zip(batch, split_state(state), strict=True):

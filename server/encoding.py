@@ -8,14 +8,15 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from codec.api import Decoder, encode
-from codec.container import DEFAULT_TILE_SIZE, ContainerHeader, tile_grid
+from codec.container import DEFAULT_TILE_SIZE, ContainerHeader, Tile, tile_grid
 from codec.effort import DEFAULT_EFFORT
 from codec.errors import CodecError
 from codec.imageio import read_image
-from codec.quality import psnr
+from codec.quality import psnr_from_mse, squared_error
 from server.metrics import Metrics
 
 MAX_JPEG_SEGMENTS = 1000  # marker segments (and stray fill or junk bytes) before the first scan
@@ -168,10 +169,19 @@ def encode_verified(
         header = decoder.header
         if (header.height, header.width) != pixels.shape[:2] or decoder.layers_available != header.layer_count:
             raise VerificationError("the new bitstream does not match the upload")
-        quality = []
-        for n in range(1, header.layer_count + 1):
-            reconstruction = decoder.decode(n)
-            if reconstruction.shape != pixels.shape:
-                raise VerificationError(f"layer {n} decodes to the wrong shape")
-            quality.append(round(psnr(pixels, reconstruction), 3))
+        errors = [0.0] * header.layer_count  # squared error of each layer, summed over the tiles
+        visits = 0
+
+        def measure(tile: Tile, layer: int, picture: np.ndarray) -> None:
+            nonlocal visits
+            original = pixels[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width]
+            if picture.shape != original.shape:
+                raise VerificationError(f"layer {layer} of tile {tile.index} decodes to the wrong shape")
+            errors[layer - 1] += squared_error(original, picture)
+            visits += 1
+
+        decoder.decode_every_layer(measure)  # one pass per tile, in bounded memory at any picture size
+        if visits != len(header.tiles) * header.layer_count:
+            raise VerificationError("the new bitstream did not decode every tile at every layer")
+        quality = [round(psnr_from_mse(error / pixels.size), 3) for error in errors]
     return Encoded(container, header, tuple(quality), hashlib.sha256(container).hexdigest(), decoder)

@@ -124,6 +124,26 @@ def test_a_state_budget_bounds_memory_and_re_decodes_dropped_tiles(model: Scalab
     assert small.iterations == 26  # tile 0 was dropped: decoded again from layer 1
 
 
+def test_every_layer_of_every_tile_in_one_pass_within_the_budgets(model: ScalableCodec) -> None:
+    image = natural_image(150, 200, seed=4)
+    data = encode(image, model, layers=3, tile_size=64)
+    references = [Decoder(data, model).decode(n) for n in (1, 2, 3)]
+    seen: dict[tuple[int, int], np.ndarray] = {}
+    # no room for states or pictures: decode(n) for each n would start every tile again from layer 1
+    decoder = Decoder(data, model, state_budget=1, picture_budget=1)
+    decoder.decode_every_layer(lambda tile, n, picture: seen.setdefault((tile.index, n), picture.copy()))
+    assert decoder.iterations == 36 and decoder.layers_decoded == 3  # 12 tiles x 3 layers, each once
+    tiles = {tile.index: tile for tile in parse_header(data).tiles}
+    assert sorted(seen) == [(index, n) for index in range(12) for n in (1, 2, 3)]
+    for (index, n), picture in seen.items():
+        tile = tiles[index]
+        assert np.array_equal(picture, references[n - 1][tile.y : tile.y + tile.height, tile.x : tile.x + tile.width])
+    with pytest.raises(ValueError, match="decoded nothing"):
+        decoder.decode_every_layer(lambda tile, n, picture: None)
+    with pytest.raises(ValueError, match="layers"):
+        Decoder(data, model).decode_every_layer(lambda tile, n, picture: None, layers=4)
+
+
 def test_going_back_to_fewer_layers_costs_nothing(model: ScalableCodec) -> None:
     data = encode(natural_image(150, 200, seed=4), model, layers=3, tile_size=64)
     decoder = Decoder(data, model)
