@@ -6,6 +6,7 @@ measuring process prints its `Timings` as JSON, the driver reads them back into 
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import io
 import json
@@ -100,8 +101,12 @@ def _status_bytes(field: str) -> int:
 
 
 def start_phase() -> int:
-    """Reset the kernel's peak-RSS mark (Linux clear_refs) and return the RSS the phase starts from."""
+    """Reset the kernel's peak-RSS mark (Linux clear_refs) and return the RSS the phase starts from.
+
+    Memory the last phase freed goes back to the system first (glibc's malloc_trim): otherwise a phase's
+    peak would carry what the allocator kept of the phase before it."""
     gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     return _status_bytes("VmRSS")
 
