@@ -155,7 +155,7 @@ class EncodeJobs:
             with self.metrics.stage("encode", "store"):
                 await asyncio.to_thread(self.storage.put, image, encoded.container)
             self.metrics.images_encoded.inc()
-            if self.reconstructions is not None:
+            if self.reconstructions is not None and encoded.decoder is not None:
                 self.reconstructions.adopt(image, encoded.decoder)
             job = self._live[job_id]
             final = job.moved("done", time.time(), done=job.total, image_id=image.id)
@@ -247,7 +247,7 @@ class EncodeJobs:
             image = stored_image(encoded, claimed.facts)
             with self.metrics.stage("encode", "store"):
                 await asyncio.to_thread(self.storage.put, image, encoded.container)
-            if self.reconstructions is not None:
+            if self.reconstructions is not None and encoded.decoder is not None:
                 self.reconstructions.adopt(image, encoded.decoder)
             final = self._live[job_id].moved("done", time.time(), done=self._live[job_id].total, image_id=image.id)
         except LeaseLost:

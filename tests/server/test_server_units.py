@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 from codec import LayerEntry
+from codec.api import Decoder
+from codec.imageio import read_image
+from codec.model import ScalableCodec
+from codec.quality import psnr
+from server import encoding
 from server.__main__ import settings_from
 from server.config import Settings
 from server.metrics import Metrics
@@ -276,3 +281,19 @@ def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_device("auto") == "cpu"
     assert choose_device("cpu") == "cpu"
+
+
+def test_an_upload_is_verified_in_one_pass_and_its_psnr_is_each_layers(
+    codec_model: ScalableCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.harness import make_image
+
+    upload = make_image(150, 200, seed=3)
+    pixels = read_image(upload)
+    encoded = encoding.encode_verified(upload, codec_model, Metrics())
+    decoder = Decoder(encoded.container, codec_model)
+    assert encoded.psnr == tuple(round(psnr(pixels, decoder.decode(n)), 3) for n in range(1, 7))
+    assert encoded.decoder is not None and encoded.decoder.layers_decoded == 6  # warm: handed on for caching
+    monkeypatch.setattr(encoding, "WARM_DECODER_PIXELS", 150 * 200 - 1)
+    large = encoding.encode_verified(upload, codec_model, Metrics())
+    assert large.decoder is None and large.psnr == encoded.psnr  # too large to keep: nothing held
