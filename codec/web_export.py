@@ -39,11 +39,15 @@ from codec.model import (
     ScalableCodec,
 )
 from codec.onnx_runtime import graph_bytes
+from codec.postfilter import GROUP, PHASES
 from codec.rans_tables import tables_json
 
 FORMAT = "scalable-codec-entropy-path"
-VERSION = 3  # 2: with the synthesis gains; 3: and the synthesis network's weights (synthesis-weights.bin)
-# The synthesis network's parameters (`ScalableCodec.decoder`), in the order synthesis-weights.bin holds them.
+# 2: with the synthesis gains; 3: and the synthesis network's weights (synthesis-weights.bin); 4: and the
+# post-filter's, when the model has one
+VERSION = 4
+# The synthesis network's parameters (`ScalableCodec.decoder`), in the order synthesis-weights.bin holds them;
+# the post-filter's (`ScalableCodec.post_filter`, named "post_filter.*") follow them.
 SYNTHESIS_WEIGHTS = "synthesis-weights.bin"
 SYNTHESIS_TENSORS = (
     "refiner.reduce.weight",
@@ -84,10 +88,9 @@ def export_entropy_path(model: ScalableCodec) -> dict:
     `quantized_scale_index`, for every layer, and to decode the side and latent strings: a
     JSON-serialisable dict (`json.dumps` it as it is). Models with a frequency context are refused."""
     config = model.config
-    if config.context_channels or config.post_filter_channels:
+    if config.context_channels:
         raise ValueError(
-            "the browser's decoder has no frequency context and no post-filter; this model has "
-            f"context_channels {config.context_channels}, post_filter_channels {config.post_filter_channels}"
+            f"the browser's decoder has no frequency context; this model has context_channels {config.context_channels}"
         )
     model_id = getattr(model, "model_id", None)
     if model_id is None:
@@ -150,25 +153,45 @@ def _synthesis(model: ScalableCodec) -> dict:
     """The synthesis network's shapes (its weights are in `synthesis_weights`) and what
     `ScalableCodec.synthesise` multiplies around it, per layer, as the float32 values it computes (exact as
     JSON numbers), so that the browser's float32 arithmetic matches it."""
-    parameters = model.decoder.state_dict()
     return {
         "weights": SYNTHESIS_WEIGHTS,
-        "tensors": [{"name": name, "shape": list(parameters[name].shape)} for name in SYNTHESIS_TENSORS],
+        "tensors": [{"name": name, "shape": list(tensor.shape)} for name, tensor in _web_tensors(model)],
         "rnn_channels": model.config.rnn_channels,
         "initial_reconstruction": INITIAL_RECONSTRUCTION,
         # (layers, latent_channels): the latents' inverse gain before the graph
         "latent_inverse_gain": model.log_latent_inverse_gain.detach().float().exp().tolist(),
         # (layers,): the increment's gain after it
         "increment_gain": model.log_increment_gain.detach().float().exp().tolist(),
+        "post_filter": _post_filter(model),
     }
+
+
+def _post_filter(model: ScalableCodec) -> dict | None:
+    """The post-filter's shape (codec/postfilter.py), or None for a model that shows its reconstruction."""
+    if model.post_filter is None:
+        return None
+    return {
+        "channels": model.config.post_filter_channels,
+        "depth": 1 + len(model.post_filter.body),
+        "group": GROUP,
+        "phases": PHASES,
+    }
+
+
+def _web_tensors(model: ScalableCodec) -> list[tuple[str, Tensor]]:
+    """What synthesis-weights.bin holds, in its order: the synthesis network's tensors, then the post-filter's."""
+    parameters = model.decoder.state_dict()
+    tensors = [(name, parameters[name]) for name in SYNTHESIS_TENSORS]
+    if model.post_filter is not None:
+        tensors += [(f"post_filter.{name}", tensor) for name, tensor in model.post_filter.state_dict().items()]
+    return tensors
 
 
 @torch.no_grad()
 def synthesis_weights(model: ScalableCodec) -> bytes:
-    """The synthesis network's float32 parameters, little-endian, one tensor after another in the order of
-    SYNTHESIS_TENSORS (static/decoder/synthesis.js runs the network on them)."""
-    parameters = model.decoder.state_dict()
-    return b"".join(parameters[name].float().contiguous().numpy().astype("<f4").tobytes() for name in SYNTHESIS_TENSORS)
+    """The synthesis network's float32 parameters, then the post-filter's, little-endian, one tensor after
+    another in the order the export lists them (static/decoder/synthesis.js and postfilter.js run them)."""
+    return b"".join(tensor.float().contiguous().numpy().astype("<f4").tobytes() for _, tensor in _web_tensors(model))
 
 
 def write_web_decoder(model: ScalableCodec, directory: Path) -> Path:

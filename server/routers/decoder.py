@@ -26,10 +26,10 @@ async def decoder_file(service: ServiceDep, request: Request, model_id: str, nam
         raise ApiError(404, "unknown_model", f"this server runs model {files.model_id}, not {model_id}")
     if name not in MEDIA_TYPES:
         raise ApiError(404, "not_found", f"no decoder file {name!r}; there are {', '.join(MEDIA_TYPES)}")
-    etag = f'"{model_id}-{name}"'
-    # the files of one model id never change: a browser keeps them for good
-    headers = {"ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}
+    etag = await run_in_threadpool(files.etag, name)
+    # weights with another post-filter keep the model id and change the files: a browser keeps them,
+    # but asks each time whether its copy still holds (a 304 without the bytes)
+    headers = {"ETag": etag, "Cache-Control": "public, no-cache"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    data = (await run_in_threadpool(files.files))[name]
-    return Response(data, media_type=MEDIA_TYPES[name], headers=headers)
+    return Response(files.files()[name], media_type=MEDIA_TYPES[name], headers=headers)

@@ -306,6 +306,22 @@ export function convolutionSums(kernel, placed, input, channels, height, width, 
   return output;
 }
 
+/** A convolution `{placed, bias}` of `input` (as `productSums`) with its bias: a new Float32Array (out, height, width). */
+export function biasedConvolution(kernel, { placed, bias }, input, channels, height, width) {
+  const plane = height * width;
+  const output = convolutionSums(kernel, placed, input, channels, height, width, new Float32Array(placed.outChannels * plane));
+  for (let p = 0; p < output.length; p++) output[p] += bias[(p / plane) | 0];
+  return output;
+}
+
+const channelLists = new Map();
+
+/** [0, 1, ..., count - 1], made once per count: every channel of an input, for `productSums`. */
+export function allChannels(count) {
+  if (!channelLists.has(count)) channelLists.set(count, Array.from({ length: count }, (_, i) => i));
+  return channelLists.get(count);
+}
+
 /**
  * A convolution's weights placed in `kernel` in their own layout: `weight` (out, in, k, k), or with
  * `inputMajor` a 1x1 convolution's (in, out). The product reads the 4 output channels of a block a channel

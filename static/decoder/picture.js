@@ -111,7 +111,8 @@ export class PictureDecoder {
     this.synthesis.synthesise(decoded.map(({ tile, latents }) => ({ state: tile.synthesis, latents })));
     const tiles = decoded.map(({ tile: { place, synthesis }, checksum }) => {
       const { index, x, y, width, height } = place;
-      return { index, x, y, width, height, rgba: tilePixels(synthesis, place), checksum };
+      const rgba = tilePixels(this.synthesis.shownPicture(synthesis), synthesis, place);
+      return { index, x, y, width, height, rgba, checksum };
     });
     this.layersDecoded = layer;
     const totalMs = performance.now() - started;

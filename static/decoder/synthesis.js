@@ -4,11 +4,13 @@
 // (codec/web_export.py): a recurrent refiner at 1/16 (a 1x1 reduction, a ConvLSTM cell, a 3x3 expansion)
 // and the lapped synthesis (every latent position's 32x32 patch of basis images, overlapped by 16). The
 // convolutions run in kernel.js's float32 SIMD product; the rest is plain JavaScript.
+// When the weights have a post-filter (postfilter.js), `shownPicture` passes each tile's picture through it.
 //
 // This is float arithmetic, not the exact grid: its pixels agree with Python's within ±1 (the contract of
 // docs/format.md, Determinism), while the symbols, which come from the exact path, are identical.
 
-import { convolutionSums, liveChannels, placedWeights, productKernel, productSums } from "./kernel.js";
+import { allChannels, biasedConvolution, liveChannels, placedWeights, productKernel, productSums } from "./kernel.js";
+import { PostFilter } from "./postfilter.js";
 
 const BLOCK = 16; // codec.transforms: the lapped synthesis' stride, its patches' size and their overlap
 const PATCH = 32;
@@ -94,6 +96,7 @@ export class Synthesis {
     // (c * 32 + ky) * 32 + kx: synthesis.weight (m, 3, 32, 32) is its weights, input-major
     const patchValues = 3 * PATCH * PATCH;
     this.patches = placedWeights(kernel, tensor("synthesis.weight").data, patchValues, m, 1, { inputMajor: true });
+    this.postFilter = part.post_filter ? new PostFilter(part.post_filter, tensor, kernel, this.layers) : null;
   }
 
   newTile(height, width) {
@@ -101,10 +104,17 @@ export class Synthesis {
   }
 
   /** One convolution with its bias, into a new Float32Array (channels, h, w). */
-  convolve({ placed, bias }, input, channels, h, w) {
-    const output = new Float32Array(placed.outChannels * h * w);
-    convolutionSums(this.kernel, placed, input, channels, h, w, output);
-    return addBias(output, bias, h * w);
+  convolve(convolution, input, channels, h, w) {
+    return biasedConvolution(this.kernel, convolution, input, channels, h, w);
+  }
+
+  /**
+   * The picture a viewer sees of a tile (codec.model.ScalableCodec.shown_picture): its padded
+   * reconstruction, through the post-filter when the model has one.
+   */
+  shownPicture(state) {
+    if (!this.postFilter) return state.reconstruction;
+    return this.postFilter.shown(state.reconstruction, state.height, state.width, state.layer);
   }
 
   /**
@@ -176,12 +186,6 @@ export class Synthesis {
   }
 }
 
-/** `output` (channels, plane) + bias[channel], in place; returns it. */
-function addBias(output, bias, plane) {
-  for (let p = 0; p < output.length; p++) output[p] += bias[(p / plane) | 0];
-  return output;
-}
-
 /** The latents (float64 symbols + means) in float32, times their channel's inverse gain. */
 function scaledLatents(latents, inverseGain, plane) {
   const x = new Float32Array(latents.length);
@@ -209,22 +213,14 @@ function addScaled(reconstruction, increment, gain) {
   for (let i = 0; i < reconstruction.length; i++) reconstruction[i] += Math.fround(increment[i] * gain);
 }
 
-const channelLists = new Map();
-
-/** [0, 1, ..., count - 1], made once per count. */
-function allChannels(count) {
-  if (!channelLists.has(count)) channelLists.set(count, Array.from({ length: count }, (_, i) => i));
-  return channelLists.get(count);
-}
-
 /**
  * codec.coding.to_pixels for one tile: round(clamp(r, 0, 1) * 255) of the top-left (tile.width x
- * tile.height) of its padded reconstruction, as RGBA (Uint8ClampedArray). A Uint8ClampedArray stores a
+ * tile.height) of its padded shown picture (`Synthesis.shownPicture`), as RGBA (Uint8ClampedArray). A Uint8ClampedArray stores a
  * number clamped to 0..255 and rounded halves to even, as torch rounds; r * 255 is rounded to float32
  * first, as torch computes it (clamping before or after the product gives the same bytes).
  */
-export function tilePixels(state, tile) {
-  const { reconstruction, height: paddedHeight, width: paddedWidth } = state;
+export function tilePixels(picture, state, tile) {
+  const { height: paddedHeight, width: paddedWidth } = state;
   const plane = paddedHeight * paddedWidth;
   const rgba = new Uint8ClampedArray(4 * tile.width * tile.height).fill(255); // alpha
   for (let channel = 0; channel < 3; channel++) {
@@ -232,7 +228,7 @@ export function tilePixels(state, tile) {
       const source = channel * plane + row * paddedWidth;
       const target = 4 * row * tile.width + channel;
       for (let column = 0; column < tile.width; column++) {
-        rgba[target + 4 * column] = Math.fround(reconstruction[source + column] * 255);
+        rgba[target + 4 * column] = Math.fround(picture[source + column] * 255);
       }
     }
   }
