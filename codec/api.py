@@ -252,8 +252,10 @@ class Decoder:
 
     Keeps the tiles' RNN states between calls, so decoding layer n+1 after
     layer n costs one iteration per tile, and a region decodes only the tiles
-    it touches. The pictures of every layer a tile passes through are kept
-    too, so going back to fewer layers costs nothing. Both are bounded in
+    it touches. The pictures of every layer shown are kept too, so going
+    back to a layer shown before costs nothing (a layer only passed through
+    on the way is not made into a picture: the post-filter would cost as much
+    as the layer's synthesis). Both are bounded in
     bytes (`state_budget`, `picture_budget`): past them the least recently
     used tiles' entries are dropped (and decoded again from the first layer
     if asked for), so a huge picture decodes in bounded memory. Bytes may
@@ -378,9 +380,11 @@ class Decoder:
     ) -> None:
         """`place(tile, picture)` for each of `tiles` with its shown picture after `layers` layers: from the
         picture cache, else decoded in batches of tiles that share a padded size and a layer, so that each
-        layer's networks run once per batch. Every layer passed through is cached, within its budget, and
-        given to `visit`; a batch's pictures are placed as it finishes, so memory follows the batch, not
-        the picture."""
+        layer's networks run once per batch. The layer asked for is cached, within its budget; the layers
+        passed through on the way are made into pictures (and cached) only for `visit`: with a post-filter
+        a picture costs about as much as the layer's synthesis, and a region decoded from scratch at layer
+        6 would pay it six times. A batch's pictures are placed as it finishes, so memory follows the
+        batch, not the picture."""
         header = self.header
         groups: dict[tuple[int, int, int], list[container.Tile]] = {}
         held: dict[int, RecurrentState] = {}  # the states to continue from (new ones are made per batch)
@@ -411,9 +415,12 @@ class Decoder:
                     payloads = [container.tile_payload(header, self._data, layer, tile.index) for tile in batch]
                     checksums = decode_layer(self.model, payloads, state)
                     self.iterations += len(batch)
-                    last = _tile_pixels(self.model.shown_picture(state.reconstruction, layer), batch)
-                    for tile, checksum, picture in zip(batch, checksums, last, strict=True):
+                    for tile, checksum in zip(batch, checksums, strict=True):
                         self._symbol_checksums[(layer, tile.index)] = checksum
+                    if layer < layers and visit is None:
+                        continue
+                    last = _tile_pixels(self.model.shown_picture(state.reconstruction, layer), batch)
+                    for tile, picture in zip(batch, last, strict=True):
                         self._pictures.put((tile.index, layer), picture)
                         if visit is not None:
                             visit(tile, layer, picture)
