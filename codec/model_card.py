@@ -78,8 +78,8 @@ def _post_filter_commands(model: ScalableCodec) -> list[str]:
         return []
     return [
         f"python -m codec train --post-filter {model.config.post_filter_channels} --init-weights weights/codec.pt "
-        "--checkpoint .cache/postfilter/checkpoint.pt --log .cache/postfilter/log.csv --lr 2e-3 --threads 1",
-        "python -m codec export .cache/postfilter/checkpoint.pt weights/codec.pt",
+        "--checkpoint .cache/pf/checkpoint.pt --log .cache/pf/log.csv --lr 1e-3 --threads 1 --steps 40000 --resume",
+        "python -m codec export .cache/pf/checkpoint.pt weights/codec.pt",
     ]
 
 
