@@ -373,7 +373,7 @@ class ScalableCodec(CompressionModel):
         channels = self.config.post_filter_channels
         self.post_filter = PostFilter(k, channels) if channels else None
         self.context = FrequencyContext(self.config) if self.config.context_channels else None
-        # set by `codec.api.load_model`: the analysis and synthesis through ONNX Runtime at inference
+        # set by `codec.api.load_model`: the analysis, synthesis and post-filter through ONNX Runtime at inference
         self.inference: InferenceNetworks | None = None
 
     def _float_network(self, name: str, module: nn.Module):
@@ -497,7 +497,9 @@ class ScalableCodec(CompressionModel):
         """The picture a viewer sees after `layers` layers: post-filtered if the model has a filter."""
         if self.post_filter is None:
             return reconstruction
-        return self.post_filter(reconstruction, layers - 1)
+        if self.inference is None or torch.is_grad_enabled():
+            return self.post_filter(reconstruction, layers - 1)
+        return self.inference.post_filter()(reconstruction, layers - 1)
 
     # -- training ------------------------------------------------------------
 

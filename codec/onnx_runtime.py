@@ -1,7 +1,9 @@
 """The float networks at inference through ONNX Runtime, which ran them faster than torch on the CPU.
 
 Two graphs per model: the analysis (the encoder's lapped transform and ConvLSTM refiner) and the
-synthesis (the decoder's refiner and lapped transform), exported from the loaded weights. The exact
+synthesis (the decoder's refiner and lapped transform), exported from the loaded weights; and a third
+when the weights have a post-filter (codec/postfilter.py: 26 ms against torch's 40 ms for a 768x512
+picture's tiles on 2 threads, 2026-12-04). The exact
 entropy path (hyper-decoder, scale indexes, rANS) stays in torch float64, so the symbols are those
 of the torch path; pixels agree with it within ±1, the contract that holds across thread counts
 anyway (docs/format.md, Determinism). Training and the encoder-side search need gradients and keep
@@ -10,11 +12,13 @@ the torch modules: `ScalableCodec` asks for these networks only when no gradient
 The lapped transforms export as a strided convolution and its transpose, the same sums as the
 unfold + matmul that torch runs faster; ONNX Runtime has both, and so does its web build.
 Exports are cached on disk under the model id (`$CODEC_ONNX_CACHE`, default
-`~/.cache/scalable-codec/onnx`), so a process exports each model once.
+`~/.cache/scalable-codec/onnx`), so a process exports each model once; the post-filter's under a digest
+of its weights as well, since the model id leaves the filter out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -32,6 +36,7 @@ from codec.transforms import BLOCK, PADDING
 CACHE_ENV = "CODEC_ONNX_CACHE"
 OPSET = 17
 GRAPHS = ("analysis", "synthesis")
+POST_FILTER = "post_filter"
 
 
 class _AnalysisGraph(nn.Module):
@@ -60,6 +65,34 @@ class _SynthesisGraph(nn.Module):
         return increment, hidden, cell
 
 
+class _PostFilterGraph(nn.Module):
+    """The shown picture (N, 3, H, W) of a reconstruction after layer `layer` + 1 (an int64 scalar)."""
+
+    def __init__(self, post_filter: nn.Module) -> None:
+        super().__init__()
+        self.post_filter = post_filter
+
+    def forward(self, reconstruction: Tensor, layer: Tensor) -> Tensor:
+        return self.post_filter(reconstruction, layer)
+
+
+def _export(graph: nn.Module, example: tuple[Tensor, ...], inputs: dict[str, dict], outputs: dict[str, dict]) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter announces its successor on every call
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph.float().eval(),
+            example,
+            buffer,
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes={name: axes for name, axes in {**inputs, **outputs}.items() if axes},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
 def export_graph(model: nn.Module, name: str) -> bytes:
     """One graph of `model` (a ScalableCodec) as ONNX bytes, with free batch and picture sizes."""
     config = model.config
@@ -68,23 +101,15 @@ def export_graph(model: nn.Module, name: str) -> bytes:
         graph, first = _AnalysisGraph(model.encoder), torch.zeros(1, 3, 4 * BLOCK, 4 * BLOCK)
     elif name == "synthesis":
         graph, first = _SynthesisGraph(model.decoder), torch.zeros(1, config.latent_channels, 4, 4)
+    elif name == POST_FILTER and model.post_filter is not None:
+        sizes = {0: "tiles", 2: "height", 3: "width"}
+        example = (torch.zeros(1, 3, 2 * BLOCK, 2 * BLOCK), torch.tensor(0))
+        return _export(_PostFilterGraph(model.post_filter), example, {"input": sizes, "layer": {}}, {"output": sizes})
     else:
-        raise ValueError(f"no graph {name!r}; the graphs are {GRAPHS}")
+        raise ValueError(f"no graph {name!r}; the graphs are {GRAPHS} and, with a post-filter, {POST_FILTER!r}")
     sizes = {0: "tiles", 2: "height", 3: "width"}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript exporter announces its successor on every call
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph.float().eval(),
-            (first, hidden, hidden),
-            buffer,
-            input_names=["input", "hidden", "cell"],
-            output_names=["output", "next_hidden", "next_cell"],
-            dynamic_axes={n: sizes for n in ("input", "hidden", "cell", "output", "next_hidden", "next_cell")},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    names = ("input", "hidden", "cell"), ("output", "next_hidden", "next_cell")
+    return _export(graph, (first, hidden, hidden), *({n: sizes for n in group} for group in names))
 
 
 def cache_dir() -> Path:
@@ -94,6 +119,11 @@ def cache_dir() -> Path:
 def graph_bytes(model: nn.Module, name: str) -> bytes:
     """The graph from the cache, else exported (and cached when the cache can be written)."""
     path = cache_dir() / model.model_id.hex() / f"{name}.onnx"
+    if name == POST_FILTER:
+        digest = hashlib.sha256()
+        for tensor in model.post_filter.state_dict().values():
+            digest.update(tensor.float().contiguous().numpy().tobytes())
+        path = path.with_name(f"{name}-{digest.hexdigest()[:16]}.onnx")
     if path.is_file():
         return path.read_bytes()
     data = export_graph(model, name)
@@ -107,16 +137,20 @@ def graph_bytes(model: nn.Module, name: str) -> bytes:
     return data
 
 
+def _session(data: bytes, threads: int) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # no spinning: model workers and other processes share the cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxNetwork:
     """One graph as a callable like the torch module it replaces: (input, state) -> (output, state)."""
 
     def __init__(self, data: bytes, hidden_channels: int, state_stride: int, threads: int) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # no spinning: model workers and other processes share the cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.session = _session(data, threads)
         self.hidden_channels = hidden_channels
         self.state_stride = state_stride  # the LSTM state's resolution against the input's
 
@@ -133,12 +167,29 @@ class OnnxNetwork:
         return torch.from_numpy(output), (torch.from_numpy(hidden), torch.from_numpy(cell))
 
 
+class OnnxPostFilter:
+    """The post-filter's graph as a callable like the module: (reconstruction, layer from 0) -> shown picture."""
+
+    def __init__(self, data: bytes, threads: int) -> None:
+        self.session = _session(data, threads)
+
+    def __call__(self, reconstruction: Tensor, layer: int) -> Tensor:
+        feeds = {"input": reconstruction.float().contiguous().numpy(), "layer": np.asarray(layer, dtype=np.int64)}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
 class InferenceNetworks:
-    """The analysis and synthesis of one loaded model through ONNX Runtime, built on first use."""
+    """The analysis, synthesis and post-filter of one loaded model through ONNX Runtime, built on first use."""
 
     def __init__(self, model: nn.Module) -> None:
         self._model = model
         self._networks: dict[str, OnnxNetwork] = {}
+        self._post_filter: OnnxPostFilter | None = None
+
+    def post_filter(self) -> OnnxPostFilter:
+        if self._post_filter is None:
+            self._post_filter = OnnxPostFilter(graph_bytes(self._model, POST_FILTER), torch.get_num_threads())
+        return self._post_filter
 
     def network(self, name: str) -> OnnxNetwork:
         if name not in self._networks:

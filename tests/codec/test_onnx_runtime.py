@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from codec import onnx_runtime
-from codec.api import Decoder, encode, load_model
+from codec.api import Decoder, encode, fresh_model, load_model, save_weights
+from codec.model import CodecConfig
 from codec.onnx_runtime import InferenceNetworks
 
 
@@ -55,3 +56,37 @@ def test_graphs_are_cached_under_the_model_id(
     monkeypatch.setattr(onnx_runtime, "export_graph", no_export)
     again = load_model(weights_path)
     assert np.array_equal(Decoder(encode(small_image, again), again).decode(), first)
+
+
+def test_the_post_filter_runs_through_onnx_under_a_digest_of_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shown picture through ONNX Runtime is torch's at every layer and size; weights that differ only
+    in the filter share the model id but not the filter's graph."""
+    monkeypatch.setenv(onnx_runtime.CACHE_ENV, str(tmp_path))
+    torch.manual_seed(3)
+    model = fresh_model(CodecConfig(post_filter_channels=8))
+    with torch.no_grad():
+        for parameter in model.post_filter.parameters():
+            parameter.normal_(0, 0.2)
+    path = tmp_path / "filtered.pt"
+    save_weights(model, path)
+    loaded = load_model(path)
+    with torch.no_grad():
+        for shape in [(2, 3, 64, 128), (1, 3, 48, 80)]:
+            reconstruction = torch.rand(*shape)
+            for layer in (1, loaded.config.layers):
+                shown = loaded.shown_picture(reconstruction, layer)
+                expected = loaded.post_filter(reconstruction, layer - 1)
+                assert (expected - reconstruction).abs().max() > 0.1  # the random filter does something
+                assert (shown - expected).abs().max() <= 1e-5, (shape, layer)
+        with torch.no_grad():
+            model.post_filter.tail.bias.add_(0.01)
+        save_weights(model, path)
+        retrained = load_model(path)
+        assert retrained.model_id == loaded.model_id
+        reconstruction = torch.rand(1, 3, 64, 64)
+        moved = retrained.shown_picture(reconstruction, 1) - loaded.shown_picture(reconstruction, 1)
+        assert (moved - 0.01).abs().max() <= 1e-5, moved
+    graphs = sorted(p.name for p in (tmp_path / loaded.model_id.hex()).glob("post_filter-*.onnx"))
+    assert len(graphs) == 2
