@@ -570,7 +570,11 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
 
 
 def count_macs_per_pixel(model: ScalableCodec, size: int = 256) -> dict[str, float]:
-    """Multiply-accumulates per input pixel for one layer, by part."""
+    """Multiply-accumulates per input pixel for one layer, by part.
+
+    The torch modules are counted, so a model loaded for inference (whose
+    analysis and synthesis run through ONNX Runtime) is counted the same.
+    """
     totals: dict[str, float] = {}
 
     def hook_for(part: str):
@@ -585,13 +589,19 @@ def count_macs_per_pixel(model: ScalableCodec, size: int = 256) -> dict[str, flo
 
         return hook
 
+    parts = ["encoder", "decoder", "hyper_encoder", "hyper_decoder"] + (["post_filter"] if model.post_filter else [])
     handles = []
-    for part in ("encoder", "decoder", "hyper_encoder", "hyper_decoder"):
+    for part in parts:
         for module in getattr(model, part).modules():
             if isinstance(module, (nn.Conv2d, LappedAnalysis, LappedSynthesis)):
                 handles.append(module.register_forward_hook(hook_for(part)))
-    with torch.no_grad():
-        model(torch.rand(1, 3, size, size).to(next(model.parameters())), layers=1)
-    for handle in handles:
-        handle.remove()
+    inference, model.inference = model.inference, None
+    try:
+        with torch.no_grad():
+            outputs = model(torch.rand(1, 3, size, size).to(next(model.parameters())), layers=1)
+            model.shown_picture(outputs[0].reconstruction, layers=1)
+    finally:
+        model.inference = inference
+        for handle in handles:
+            handle.remove()
     return {part: macs / (size * size) for part, macs in totals.items()}

@@ -1,4 +1,4 @@
-"""The model card's training curve is drawn from the training log, and only when there is one."""
+"""The model card's figures: the training curve from the log, only when there is one; the MACs of every part."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from codec.api import fresh_model, load_model, save_weights
+from codec.model import CodecConfig, count_macs_per_pixel
 from codec.model_card import plot_training_curve
 
 
@@ -19,3 +21,18 @@ def test_the_training_curve_is_drawn_from_the_log(tmp_path: Path) -> None:
     assert Image.open(curve).size[0] > 500
     assert not plot_training_curve(tmp_path / "missing.csv", tmp_path / "other.png")
     assert not (tmp_path / "other.png").exists()
+
+
+def test_the_multiply_accumulates_count_every_part_of_a_model_loaded_for_inference(tmp_path: Path) -> None:
+    """The analysis, synthesis and post-filter run through ONNX Runtime at inference; they are counted all the same."""
+    weights = tmp_path / "filtered.pt"
+    save_weights(fresh_model(CodecConfig(post_filter_channels=8)), weights)
+    loaded, plain = load_model(weights), load_model(weights, runtime="torch")
+    assert loaded.inference is not None
+
+    macs = count_macs_per_pixel(loaded, size=64)
+    assert macs == count_macs_per_pixel(plain, size=64)
+    assert set(macs) == {"encoder", "decoder", "hyper_encoder", "hyper_decoder", "post_filter"}
+    # the lapped analysis alone: a 3x32x32 basis per latent, 256 latents per 16x16 block
+    assert macs["encoder"] >= 3 * 32 * 32
+    assert loaded.inference is not None
