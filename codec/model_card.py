@@ -79,6 +79,7 @@ def _post_filter_commands(model: ScalableCodec) -> list[str]:
     return [
         f"python -m codec train --post-filter {model.config.post_filter_channels} --init-weights weights/codec.pt "
         "--checkpoint .cache/pf/checkpoint.pt --log .cache/pf/log.csv --lr 1e-3 --threads 1 --steps 40000 --resume",
+        "# ... then the same with --lr 3e-4 for the last steps (weights/training_history.md says where)",
         "python -m codec export .cache/pf/checkpoint.pt weights/codec.pt",
     ]
 
