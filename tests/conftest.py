@@ -1,4 +1,4 @@
-"""Fixtures shared by every test folder: fresh weights and real servers on loopback (see tests/harness.py)."""
+"""Fixtures common to every test folder: fresh weights and real servers on loopback (see tests/harness.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import SHARED_ENV, WRITE_KEY, RunningServer, ServerFactory, make_image, upload
+from tests.harness import SESSION_SERVER_ENV, WRITE_KEY, RunningServer, ServerFactory, make_image, upload
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,7 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory, weights_path: Path)
 
 @pytest.fixture(scope="session")
 def server(server_factory: ServerFactory) -> RunningServer:
-    return server_factory.start(SHARED_ENV)
+    return server_factory.start(SESSION_SERVER_ENV)
 
 
 @pytest.fixture(scope="session")

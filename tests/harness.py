@@ -7,7 +7,7 @@ client and browser tests:
 * `weights_path`   (session) a weights file of an untrained model, written once
 * `server_factory` (session) `server_factory.start(env={...}, data_dir=...)` -> `RunningServer`;
                    every server it started is stopped at the end of the session
-* `server`         (session) the shared server (settings in `SHARED_ENV`: a write key, a small pool, ...)
+* `server`         (session) the session's server (settings in `SESSION_SERVER_ENV`: a write key, a small pool, ...)
 * `base_url`, `ws_base`     its http:// and ws:// roots
 * `client`         (session) `httpx.Client` on `base_url`, no credentials
 * `writer`         (session) `httpx.Client` on `base_url` that sends the write key
@@ -34,7 +34,7 @@ from bench import processes
 
 REPO = processes.REPO
 WRITE_KEY = "test-write-key"
-SHARED_ENV = {
+SESSION_SERVER_ENV = {
     "CODEC_SERVER_WRITE_KEY": WRITE_KEY,
     "CODEC_SERVER_WORKERS": "1",
     "CODEC_SERVER_QUEUE_SIZE": "1",

@@ -1,4 +1,4 @@
-"""The bad-input table: hostile or broken requests against the shared real server, each with its exact
+"""The bad-input table: hostile or broken requests against the session's real server, each with its exact
 status and error code, every answer free of tracebacks and paths; afterwards the server is healthy.
 
 Valid oddities (1xN, CMYK, 16-bit, EXIF rotation, RGBA, float TIFF) are in the table too: they must be
@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.harness import SHARED_ENV, WRITE_KEY, RunningServer, make_image, upload
+from tests.harness import SESSION_SERVER_ENV, WRITE_KEY, RunningServer, make_image, upload
 
 from . import hostile
 from .answers import assert_no_leak, error_code
 
-MAX_UPLOAD = int(SHARED_ENV["CODEC_SERVER_MAX_UPLOAD_BYTES"])  # the shared server's limits
-MAX_RANGES = int(SHARED_ENV["CODEC_SERVER_MAX_RANGES"])
-MAX_PIXELS = int(SHARED_ENV["CODEC_SERVER_MAX_PIXELS"])
+MAX_UPLOAD = int(SESSION_SERVER_ENV["CODEC_SERVER_MAX_UPLOAD_BYTES"])  # the session server's limits
+MAX_RANGES = int(SESSION_SERVER_ENV["CODEC_SERVER_MAX_RANGES"])
+MAX_PIXELS = int(SESSION_SERVER_ENV["CODEC_SERVER_MAX_PIXELS"])
 
 
 @dataclass(frozen=True)
