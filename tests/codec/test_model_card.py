@@ -35,4 +35,4 @@ def test_the_multiply_accumulates_count_every_part_of_a_model_loaded_for_inferen
     assert set(macs) == {"encoder", "decoder", "hyper_encoder", "hyper_decoder", "post_filter"}
     # the lapped analysis alone: a 3x32x32 basis per latent, 256 latents per 16x16 block
     assert macs["encoder"] >= 3 * 32 * 32
-    assert loaded.inference is not None
+    assert loaded.inference is not None, "counting must give the model its ONNX Runtime networks back"
