@@ -45,6 +45,9 @@ class CdfTables:
         object.__setattr__(self, "arrays", columns)
 
 
+# Every string opens with the coder's flushed 64-bit state.
+STATE_BYTES = 8
+_COLUMNS = ("cdfs", "lengths", "offsets")
 _TABLES: WeakKeyDictionary[EntropyModel, tuple[tuple[int, int], CdfTables]] = WeakKeyDictionary()
 
 
@@ -72,12 +75,32 @@ def _int32(values: Tensor) -> np.ndarray:
 
 def encode(symbols: Tensor, indexes: Tensor, entropy_model: EntropyModel) -> bytes:
     """One rANS string of integer `symbols`, each coded with the CDF row its index names."""
-    table = tables(entropy_model)
-    if _rans is not None:
-        return _rans.encode(_int32(symbols), _int32(indexes), *table.arrays)
-    return RansEncoder().encode_with_indexes(
-        _int32(symbols).tolist(), _int32(indexes).tolist(), table.cdfs, table.lengths, table.offsets
+    return encode_parts([(symbols, indexes, entropy_model)])
+
+
+def encode_parts(parts: list[tuple[Tensor, Tensor, EntropyModel]]) -> bytes:
+    """One rANS string of several (symbols, indexes, entropy model) parts in turn, which a `Stream`
+    reads back part by part, each with its model: one flush for a tile's layer instead of one per part.
+
+    The parts' tables are laid end to end, each part's indexes moved past the rows before it; the
+    coder reads only the rows it is given, so the bytes are those of one model coding all the symbols.
+    """
+    in_turn = [tables(entropy_model) for _, _, entropy_model in parts]
+    rows = np.cumsum([0, *(len(table.lengths) for table in in_turn[:-1])])
+    symbols = np.concatenate([_int32(part[0]) for part in parts])
+    indexes = np.concatenate([_int32(part[1]) + first for part, first in zip(parts, rows, strict=True)]).astype(
+        np.int32
     )
+    if _rans is None:
+        cdfs, lengths, offsets = ([item for table in in_turn for item in getattr(table, name)] for name in _COLUMNS)
+        return RansEncoder().encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs, lengths, offsets)
+    if len(in_turn) == 1:
+        return _rans.encode(symbols, indexes, *in_turn[0].arrays)
+    flat_starts = np.cumsum([0, *(table.arrays[0].size for table in in_turn[:-1])])
+    cdf = np.concatenate([table.arrays[0] for table in in_turn])
+    starts = np.concatenate([table.arrays[1] + first for table, first in zip(in_turn, flat_starts, strict=True)])
+    lengths, offsets = (np.concatenate([table.arrays[column] for table in in_turn]) for column in (2, 3))
+    return _rans.encode(symbols, indexes, cdf, starts.astype(np.int32), lengths, offsets)
 
 
 class Stream:

@@ -101,3 +101,32 @@ def test_an_index_outside_the_table_is_an_error(coder: str) -> None:
             rans.decode(string, indexes, model)
         with pytest.raises(ValueError, match="index 64 at 5 outside the 64 cdf rows"):
             rans.encode(torch.zeros(8, dtype=torch.int32), indexes, model)
+
+
+def test_parts_of_two_models_in_one_string_read_back_part_by_part(coder: str) -> None:
+    """A tile's layer (container version 3): side symbols, then latents, one flush; CompressAI's
+    coder given both tables end to end writes the same bytes."""
+    side_model = EntropyBottleneck(4)
+    side_model.update(force=True)
+    model = latent_model()
+    generator = torch.Generator().manual_seed(3)
+    side = torch.randint(-4, 5, (1, 4, 3, 2), generator=generator, dtype=torch.int32)
+    side_indexes = rans.side_indexes(side_model, side.shape)
+    indexes = torch.randint(0, SCALE_LEVELS, (1, 16, 6, 5), generator=generator, dtype=torch.int32)
+    symbols = torch.randint(-6, 7, indexes.shape, generator=generator, dtype=torch.int32)
+    string = rans.encode_parts([(side, side_indexes, side_model), (symbols, indexes, model)])
+    side_table, table = rans.tables(side_model), rans.tables(model)
+    rows = len(side_table.lengths)
+    expected = RansEncoder().encode_with_indexes(
+        side.reshape(-1).tolist() + symbols.reshape(-1).tolist(),
+        side_indexes.reshape(-1).tolist() + (indexes.reshape(-1) + rows).tolist(),
+        side_table.cdfs + table.cdfs,
+        side_table.lengths + table.lengths,
+        side_table.offsets + table.offsets,
+    )
+    assert string == expected
+    two_strings = len(rans.encode(side, side_indexes, side_model)) + len(rans.encode(symbols, indexes, model))
+    assert len(string) < two_strings  # one flush fewer
+    stream = rans.Stream(string)
+    assert torch.equal(stream.decode(side_indexes, side_model), side)
+    assert torch.equal(stream.decode(indexes, model), symbols)
