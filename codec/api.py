@@ -413,7 +413,7 @@ class Decoder:
                 while state.layer < layers:
                     layer = state.layer + 1
                     payloads = [container.tile_payload(header, self._data, layer, tile.index) for tile in batch]
-                    checksums = decode_layer(self.model, payloads, state)
+                    checksums = decode_layer(self.model, payloads, state, header.version)
                     self.iterations += len(batch)
                     for tile, checksum in zip(batch, checksums, strict=True):
                         self._symbol_checksums[(layer, tile.index)] = checksum

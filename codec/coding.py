@@ -1,16 +1,20 @@
 """Per-layer entropy coding: one RNN iteration in, one layer's bytes out.
 
-A layer's payload is the side-information string (z_k) and the latent string
-(y_k), both from CompressAI's rANS coder:
+A layer's payload (container version 3) is one rANS string of CompressAI's
+format: the side-information symbols (z_k), then the latent symbols (y_k).
+A decoder reads the side symbols, derives the latents' entropy parameters
+from them, and reads on. Versions 1 and 2 hold the same symbols in two strings:
 
     u32 little-endian length of the side string | side string | latent string
 
+which cost a second flush and the length field, about 10 bytes per tile and
+layer (docs/format.md, Tile payload).
+
 The entropy parameters of y_k come from the hyper-decoder in exact mode, so
 the encoder and any decoder derive the same CDF rows bit for bit. With a
-frequency context the latent string holds two passes in one rANS stream:
-first the low-frequency channels (`first_pass_mask`), then the rest, each in
-(channel, row, column) order; the second pass's parameters depend on the
-first's symbols.
+frequency context the latents come in two passes: first the low-frequency
+channels (`first_pass_mask`), then the rest, each in (channel, row, column)
+order; the second pass's parameters depend on the first's symbols.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import zlib
 import torch
 from torch import Tensor
 
-from codec import rans
+from codec import container, rans
 from codec.errors import CorruptLayerError
 from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, first_pass_mask, quantized_scale_index
 
 _SIDE_LENGTH = struct.Struct("<I")
+# Container versions whose payloads hold two strings behind the side string's length.
+TWO_STRING_VERSIONS = (1, 2)
 
 
 @torch.no_grad()
@@ -46,31 +52,29 @@ def encode_layer(
     side_model = model.side_models[k]
     medians = rans.side_medians(side_model)
     side_symbols = torch.round(side - medians)
-    side_strings = [
-        rans.encode(tile, rans.side_indexes(side_model, tile.shape), side_model) for tile in side_symbols.split(1)
-    ]
     side_hat = side_symbols + medians
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
     latents = latents.cpu().double()
     if model.context is None:
         symbols = torch.round(latents - means)
         indexes = quantized_scale_index(scale_index)
-        latent_strings = [
-            rans.encode(s, i, model.latent_model) for s, i in zip(symbols.split(1), indexes.split(1), strict=True)
-        ]
+        in_order = [(s.reshape(-1), i.reshape(-1)) for s, i in zip(symbols.split(1), indexes.split(1), strict=True)]
     else:
         first = first_pass_mask(model.config, latents)
         first_symbols = torch.round(latents - means) * first
         scale_index, means = model.context_parameters(first_symbols, scale_index, means, state, exact_mode=True)
         symbols = torch.round(latents - means)
         indexes = quantized_scale_index(scale_index)
-        latent_strings = [
-            rans.encode(_in_pass_order(s, first), _in_pass_order(i, first), model.latent_model)
+        in_order = [
+            (_in_pass_order(s, first), _in_pass_order(i, first))
             for s, i in zip(symbols.split(1), indexes.split(1), strict=True)
         ]
     model.synthesise(symbols + means, state)
     return [
-        _SIDE_LENGTH.pack(len(side)) + side + latent for side, latent in zip(side_strings, latent_strings, strict=True)
+        rans.encode_parts(
+            [(side, rans.side_indexes(side_model, side.shape), side_model), (latent, index, model.latent_model)]
+        )
+        for side, (latent, index) in zip(side_symbols.split(1), in_order, strict=True)
     ]
 
 
@@ -81,20 +85,18 @@ def _in_pass_order(values: Tensor, first: Tensor) -> Tensor:
 
 
 def _decode_symbols(
-    model: ScalableCodec, latent_strings: list[bytes], side_hat: Tensor, state: RecurrentState
+    model: ScalableCodec, streams: list[rans.Stream], side_hat: Tensor, state: RecurrentState
 ) -> Tensor:
-    """round(y_k - mean) of every tile from its string: one pass, or the frequency context's two passes
-    from one rANS stream per tile. Leaves the means in `state.means`."""
+    """round(y_k - mean) of every tile, read on from its stream: one pass, or the frequency context's two
+    passes. Leaves the means in `state.means`."""
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
+    indexes = quantized_scale_index(scale_index)
     if model.context is None:
-        indexes = quantized_scale_index(scale_index).split(1)
         return torch.cat(
-            [rans.decode(string, i, model.latent_model) for string, i in zip(latent_strings, indexes, strict=True)]
+            [stream.decode(i, model.latent_model) for stream, i in zip(streams, indexes.split(1), strict=True)]
         )
-    streams = [rans.Stream(string) for string in latent_strings]
     first = first_pass_mask(model.config, scale_index)[0].expand_as(scale_index[0])
     symbols = torch.zeros(scale_index.shape, dtype=torch.int32)
-    indexes = quantized_scale_index(scale_index)
     for tile, stream in enumerate(streams):
         symbols[tile][first] = stream.decode(indexes[tile][first], model.latent_model)
     scale_index, _ = model.context_parameters(symbols.double(), scale_index, means, state, exact_mode=True)
@@ -114,31 +116,41 @@ def symbol_checksum(side_symbols: Tensor, latent_symbols: Tensor) -> int:
     return zlib.crc32(latent_symbols.to(torch.int32).cpu().numpy().astype("<i4").tobytes(), crc)
 
 
-def _split_payload(payload: bytes, layer: int) -> tuple[bytes, bytes]:
-    """A tile's layer payload to its side and latent strings."""
+def _streams(payload: bytes, layer: int, version: int) -> tuple[rans.Stream, rans.Stream]:
+    """A tile's layer payload as the streams its side and latent symbols are read from: one and the same
+    from version 3 on, two strings behind the side string's length before."""
+    if version not in TWO_STRING_VERSIONS:
+        if len(payload) < rans.STATE_BYTES:
+            raise CorruptLayerError(f"layer {layer} payload is {len(payload)} bytes, shorter than a rANS state")
+        stream = rans.Stream(payload)
+        return stream, stream
     if len(payload) < _SIDE_LENGTH.size:
         raise CorruptLayerError(f"layer {layer} payload is {len(payload)} bytes, too short")
     (side_length,) = _SIDE_LENGTH.unpack_from(payload)
     if side_length > len(payload) - _SIDE_LENGTH.size:
         raise CorruptLayerError(f"layer {layer} declares {side_length} bytes of side information")
-    return payload[_SIDE_LENGTH.size : _SIDE_LENGTH.size + side_length], payload[_SIDE_LENGTH.size + side_length :]
+    side = payload[_SIDE_LENGTH.size : _SIDE_LENGTH.size + side_length]
+    return rans.Stream(side), rans.Stream(payload[_SIDE_LENGTH.size + side_length :])
 
 
 @torch.no_grad()
-def decode_layer(model: ScalableCodec, payloads: list[bytes], state: RecurrentState) -> list[int]:
+def decode_layer(
+    model: ScalableCodec, payloads: list[bytes], state: RecurrentState, version: int = container.FORMAT_VERSION
+) -> list[int]:
     """Decode the next layer of a batch of equally sized tiles (one payload each, `state` batched
-    likewise) and update `state` in place; each tile's `symbol_checksum`."""
+    likewise, their container's format `version`) and update `state` in place; each tile's
+    `symbol_checksum`."""
     k = state.layer
-    strings = [_split_payload(payload, k + 1) for payload in payloads]
+    streams = [_streams(payload, k + 1, version) for payload in payloads]
     height, width = state.reconstruction.shape[-2:]
     side_model = model.side_models[k]
     side_shape = (1, model.config.side_channels, height // SIDE_STRIDE, width // SIDE_STRIDE)
     side_indexes = rans.side_indexes(side_model, side_shape)
     try:
-        side_symbols = torch.cat([rans.decode(side, side_indexes, side_model) for side, _ in strings])
+        side_symbols = torch.cat([side.decode(side_indexes, side_model) for side, _ in streams])
         medians = rans.side_medians(side_model).cpu()
         side_hat = side_symbols.to(medians.dtype) + medians
-        latent_symbols = _decode_symbols(model, [latent for _, latent in strings], side_hat, state)
+        latent_symbols = _decode_symbols(model, [latent for _, latent in streams], side_hat, state)
     except (RuntimeError, ValueError, OverflowError) as error:
         raise CorruptLayerError(f"layer {k + 1} does not decode: {error}") from error
     model.synthesise(latent_symbols.double() + state.means, state)

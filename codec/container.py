@@ -5,9 +5,11 @@ property is that any prefix ending at a layer boundary is itself a valid file
 (the header always lists every layer, and a reader decodes the layers that
 are completely present), so byte-range serving needs no re-encoding.
 
-Version 2 (written) cuts the picture into square tiles coded independently.
+Versions 2 and 3 cut the picture into square tiles coded independently.
 Each layer starts with a tile table (size and CRC-32 of every tile's payload),
-so any tile of any layer can be found and checked alone. Version 1 (read
+so any tile of any layer can be found and checked alone. They differ only in
+the tile payload, which is opaque here (`codec.coding`): version 3 (written)
+holds one rANS string per tile and layer, version 2 two. Version 1 (read
 only) is one tile covering the whole picture, with no tile table.
 """
 
@@ -28,8 +30,8 @@ from codec.errors import (
 )
 
 MAGIC = b"SRIC"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MODEL_ID_BYTES = 16
 MAX_LAYERS = 255
 MAX_DIMENSION = 1 << 20
@@ -41,7 +43,7 @@ DEFAULT_TILE_SIZE = 192
 
 # magic, version, flags, header size, model id, width, height, layer count
 _FIXED = struct.Struct("<4sBBH16sIIB")
-_TILE_SIZE = struct.Struct("<I")  # version 2 only, right after the fixed part
+_TILE_SIZE = struct.Struct("<I")  # versions 2 and 3, right after the fixed part
 _ENTRY = struct.Struct("<III")  # offset, size, crc32
 _TILE_ENTRY = struct.Struct("<II")  # size, crc32
 _CRC = struct.Struct("<I")
@@ -185,7 +187,7 @@ def check_tile_size(width: int, height: int, tile_size: int) -> None:
 
 
 def serialize(model_id: bytes, width: int, height: int, tile_size: int, layers: list[list[bytes]]) -> bytes:
-    """Build a complete version-2 container; `layers[k][t]` is tile t's payload in layer k+1."""
+    """Build a complete container of the current version; `layers[k][t]` is tile t's payload in layer k+1."""
     if len(model_id) != MODEL_ID_BYTES:
         raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
     if not 1 <= len(layers) <= MAX_LAYERS:

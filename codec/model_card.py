@@ -120,7 +120,7 @@ def write_model_card(
         "the transpose lapped synthesis; the increment is added to the reconstruction.",
         "",
         *_post_filter_lines(model),
-        "Inference codes the picture in independent 192² tiles (container version 2) and runs the analysis "
+        "Inference codes the picture in independent 192² tiles (container version 3) and runs the analysis "
         "and synthesis networks in float32; the entropy parameters stay exact, so the rANS symbols are the "
         "same on every machine and pixels agree within ±1 (docs/format.md).",
         "",

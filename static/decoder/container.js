@@ -2,15 +2,15 @@
 // codec/container.py, from a Uint8Array that may be any prefix of a file.
 
 export const MAGIC = "SRIC";
-export const FORMAT_VERSION = 2;
-export const READABLE_VERSIONS = [1, 2];
+export const FORMAT_VERSION = 3;
+export const READABLE_VERSIONS = [1, 2, 3];
 export const MODEL_ID_BYTES = 16;
 export const MAX_DIMENSION = 1 << 20;
 export const TILE_ALIGNMENT = 64; // tile sides are multiples of the side-information stride
 export const MAX_TILES = 1 << 16;
 // magic, version, flags, header size, model id, width, height, layer count: enough to learn the header's size
 export const FIXED_HEADER_BYTES = 33;
-const TILE_SIZE_BYTES = 4; // version 2 only, right after the fixed part
+const TILE_SIZE_BYTES = 4; // versions 2 and 3, right after the fixed part
 const ENTRY_BYTES = 12; // layer table: offset, size, crc32
 const TILE_ENTRY_BYTES = 8; // tile table: size, crc32
 const CRC_BYTES = 4;
@@ -287,14 +287,4 @@ export function verifyLayer(header, index, layer) {
     }
     start += size;
   });
-}
-
-/** A tile payload's two rANS strings (docs/format.md, Tile payload): u32 side length, side, latents. */
-export function splitPayload(payload, layer = 0) {
-  if (payload.length < 4) throw new CorruptLayerError(`layer ${layer} payload is ${payload.length} bytes, too short`);
-  const sideLength = view(payload).getUint32(0, true);
-  if (sideLength > payload.length - 4) {
-    throw new CorruptLayerError(`layer ${layer} declares ${sideLength} bytes of side information`);
-  }
-  return { side: payload.subarray(4, 4 + sideLength), latent: payload.subarray(4 + sideLength) };
 }

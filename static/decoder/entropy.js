@@ -6,7 +6,7 @@
 // Only what the entropy path needs is here: the hyper-decoder and the history of the symbols. The
 // synthesis network (the pixels) is not. Models with a frequency context are refused.
 
-import { CodecError, CorruptLayerError, crc32, parseHeader, splitPayload, tilePayload } from "./container.js";
+import { CodecError, CorruptLayerError, crc32, parseHeader, tilePayload } from "./container.js";
 import {
   ACTIVATION_BITS,
   ACTIVATION_LIMIT,
@@ -209,18 +209,15 @@ export class EntropyPath {
     const results = [];
     while (tileState.layer < target) {
       const layer = tileState.layer + 1;
-      const { side, latent } = splitPayload(tilePayload(header, file, layer, tile), layer);
+      const payload = tilePayload(header, file, layer, tile);
       let started = performance.now();
-      const sideDecoder = new RansDecoder();
-      sideDecoder.setStream(side);
+      const { sideDecoder, latentDecoder } = payloadDecoders(payload, layer, header.version);
       const sideSymbols = sideDecoder.decodeStream(sideIndexes, this.sideTables[layer - 1]);
       let ransMs = performance.now() - started;
       started = performance.now();
       const { scaleIndexes, means, scaleIndex } = tileState.nextLayer(sideSymbols);
       const exactMs = performance.now() - started;
       started = performance.now();
-      const latentDecoder = new RansDecoder();
-      latentDecoder.setStream(latent);
       const latentSymbols = latentDecoder.decodeStream(scaleIndexes, this.latentTables);
       ransMs += performance.now() - started;
       tileState.afterLayer(latentSymbols);
@@ -247,6 +244,35 @@ export class EntropyPath {
       layers: results,
     };
   }
+}
+
+// Container versions whose payloads hold two strings behind the side string's length (codec/coding.py).
+const TWO_STRING_VERSIONS = [1, 2];
+const STATE_BYTES = 8; // every rANS string opens with the coder's flushed 64-bit state
+
+/**
+ * The rANS decoders a tile's layer payload is read with (docs/format.md, Tile payload): from version 3 on
+ * one string, the side symbols then the latents, so both are the same decoder; before, a u32 side
+ * length, the side string and the latent string.
+ */
+export function payloadDecoders(payload, layer, version) {
+  const sideDecoder = new RansDecoder();
+  if (!TWO_STRING_VERSIONS.includes(version)) {
+    if (payload.length < STATE_BYTES) {
+      throw new CorruptLayerError(`layer ${layer} payload is ${payload.length} bytes, shorter than a rANS state`);
+    }
+    sideDecoder.setStream(payload);
+    return { sideDecoder, latentDecoder: sideDecoder };
+  }
+  if (payload.length < 4) throw new CorruptLayerError(`layer ${layer} payload is ${payload.length} bytes, too short`);
+  const sideLength = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0, true);
+  if (sideLength > payload.length - 4) {
+    throw new CorruptLayerError(`layer ${layer} declares ${sideLength} bytes of side information`);
+  }
+  sideDecoder.setStream(payload.subarray(4, 4 + sideLength));
+  const latentDecoder = new RansDecoder();
+  latentDecoder.setStream(payload.subarray(4 + sideLength));
+  return { sideDecoder, latentDecoder };
 }
 
 /** `path.decodeTileSymbols(file, tile, layers, state)`: every layer's symbols of one tile, decoded here. */

@@ -27,6 +27,7 @@ from codec.coding import decode_layer
 from codec.model import CodecConfig, ScalableCodec, padded_size, quantized_scale_index
 from codec.web_export import CONVOLUTIONS, export_entropy_path
 from tests.harness import REPO
+from tests.legacy_files import version_2_file
 
 KODAK_PICTURE = REPO / "tests" / "data" / "kodim23-384x256.png"
 
@@ -121,15 +122,15 @@ def python_layers(model: ScalableCodec, data: bytes, tile_index: int) -> list[Py
     state = model.initial_state(torch.zeros(1, 3, height, width))
     captured: dict[str, torch.Tensor] = {}
     parameters = model.entropy_parameters
-    decode = rans.decode
+    decode = rans.Stream.decode
 
     def recording_parameters(side_hat, state, exact_mode):
         scale_index, means = parameters(side_hat, state, exact_mode)
         captured["scale_index"], captured["means"] = scale_index.clone(), means.clone()
         return scale_index, means
 
-    def recording_decode(string, indexes, entropy_model):
-        symbols = decode(string, indexes, entropy_model)
+    def recording_decode(stream, indexes, entropy_model):
+        symbols = decode(stream, indexes, entropy_model)
         which = "latent" if entropy_model is model.latent_model else "side"
         captured[which], captured[f"{which}_indexes"] = symbols.clone(), indexes.clone()
         return symbols
@@ -138,7 +139,7 @@ def python_layers(model: ScalableCodec, data: bytes, tile_index: int) -> list[Py
     model.entropy_parameters = recording_parameters
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(rans, "decode", recording_decode)
+            patch.setattr(rans.Stream, "decode", recording_decode)
             for layer in range(1, header.layer_count + 1):
                 captured.clear()
                 (checksum,) = decode_layer(model, [container.tile_payload(header, data, layer, tile_index)], state)
@@ -377,6 +378,22 @@ def test_the_browser_derives_pythons_entropy_parameters_and_symbols_in_every_lay
     rows = np.concatenate([layer.indexes for layers in kodak_layers.values() for layer in layers])
     assert len(np.unique(rows)) > 20
     print_timings(result, header, capsys)
+
+
+def test_the_browser_reads_version_2_files_to_the_same_symbols(
+    js: Page, shipped_model: ScalableCodec, exported: dict, kodak_file: bytes
+) -> None:
+    """A file written before one string per tile and layer (container version 2) decodes in the browser
+    to the symbols of the version-3 file of the same picture."""
+    older = version_2_file(kodak_file, shipped_model)
+    assert container.parse_header(older).version == 2
+    decoder = Decoder(kodak_file, shipped_model)
+    decoder.decode()
+    result = decoded_in_js(js, exported, older, [tile.index for tile in container.parse_header(older).tiles])
+    for layer in range(1, container.parse_header(older).layer_count + 1):
+        crcs = b"".join(d["layers"][layer - 1]["checksum"].to_bytes(4, "little") for d in result["decoded"])
+        assert zlib.crc32(crcs) == decoder.symbol_checksum(layer)
+        assert not any(d["layers"][layer - 1]["overran"] for d in result["decoded"])
 
 
 def print_timings(result: dict, header: container.ContainerHeader, capsys: pytest.CaptureFixture[str]) -> None:

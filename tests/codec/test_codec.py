@@ -25,6 +25,7 @@ from codec.errors import (
 from codec.imageio import read_image
 from codec.model import ScalableCodec
 from codec.quality import psnr
+from tests.legacy_files import version_2_file
 
 from .conftest import natural_image
 
@@ -287,6 +288,23 @@ def test_weights_that_differ_from_the_files_model_are_refused(small_bitstream: b
     other = fresh_model(seed=1)
     with pytest.raises(ModelMismatchError):
         Decoder(small_bitstream, other)
+
+
+def test_version_2_files_decode_to_the_symbols_and_pixels_of_version_3(model: ScalableCodec) -> None:
+    """Files written before one string per tile and layer still read, and cost 10 bytes more per tile and
+    layer (the second flush and the side string's length): what version 3 saves."""
+    image = natural_image(200, 330, seed=4)
+    current = encode(image, model, tile_size=128)
+    older = version_2_file(current, model)
+    old_header, header = parse_header(older), parse_header(current)
+    assert (old_header.version, header.version) == (2, 3)
+    new_decoder, old_decoder = Decoder(current, model), Decoder(older, model)
+    for n in range(1, header.layer_count + 1):
+        assert np.array_equal(old_decoder.decode(n), new_decoder.decode(n))
+        assert old_decoder.symbol_checksum(n) == new_decoder.symbol_checksum(n)
+    extra = [old.size - new.size for old, new in zip(old_header.layers, header.layers, strict=True)]
+    tiles = len(header.tiles)
+    assert all(8 * tiles <= more <= 16 * tiles for more in extra), (extra, tiles)
 
 
 def test_payloads_that_pass_the_checksum_but_are_garbage_raise_codec_errors(

@@ -53,7 +53,7 @@ def test_header_fields_and_layer_table() -> None:
     data = build()
     header = container.parse_header(data)
     assert (header.width, header.height, header.model_id) == (WIDTH, HEIGHT, MODEL_ID)
-    assert (header.version, header.tile_size, len(header.tiles)) == (2, TILE, 6)
+    assert (header.version, header.tile_size, len(header.tiles)) == (container.FORMAT_VERSION, TILE, 6)
     assert header.layer_count == len(LAYERS)
     assert header.header_bytes == container.header_size(len(LAYERS))
     offset = header.header_bytes
@@ -197,7 +197,7 @@ def _header_with_random_fields(draw: st.DrawFn) -> bytes:
     size = container.header_size(count, version)
     head = b"SRIC" + struct.pack("<BBH", version, 0, size) + MODEL_ID
     head += struct.pack("<IIB", draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)), count)
-    if version == 2:
+    if version >= 2:
         head += struct.pack("<I", draw(st.sampled_from([0, 64, 128, 100, 2**31])))
     offset = size
     for _ in range(count):
