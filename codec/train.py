@@ -75,15 +75,18 @@ def rate_distortion_loss(
     lambdas: tuple[float, ...],
     objective: str,
     first_layer_rate_weight: float = 0.0,
+    pictures: list[Tensor] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """The paper's loss, averaged over layers: Σ_k [Σ_{j≤k} R_j + λ_k·D_k] / K, plus w·R_1.
 
     R_1 already counts in every term; `first_layer_rate_weight` w adds to it,
-    to move the first layer's rate where the λ alone do not.
+    to move the first layer's rate where the λ alone do not. D_k is measured on
+    `pictures[k]` (the pictures shown) when given, else on the reconstructions.
     """
     pixels = image.shape[0] * image.shape[2] * image.shape[3]
     rates = layer_rates(outputs, pixels)
-    distortions = [distortion(o.reconstruction, image, objective) for o in outputs]
+    pictures = pictures or [o.reconstruction for o in outputs]
+    distortions = [distortion(picture, image, objective) for picture in pictures]
     loss = image.new_zeros(())
     cumulative = image.new_zeros(())
     for rate, dist, lam in zip(rates, distortions, lambdas):
@@ -92,10 +95,14 @@ def rate_distortion_loss(
     return loss / len(outputs) + first_layer_rate_weight * rates[0], rates, distortions
 
 
+def shown_pictures(model: ScalableCodec, outputs: list[LayerOutput]) -> list[Tensor]:
+    """The picture a viewer sees after each layer (post-filtered when the model has a filter)."""
+    return [model.shown_picture(o.reconstruction, k) for k, o in enumerate(outputs, start=1)]
+
+
 def post_filter_loss(model: ScalableCodec, outputs: list[LayerOutput], image: Tensor) -> Tensor:
     """Mean over layers of log MSE of the shown picture: the mean PSNR gain, every layer alike."""
-    shown = [model.shown_picture(o.reconstruction, k) for k, o in enumerate(outputs, start=1)]
-    return torch.stack([torch.log((s - image).square().mean()) for s in shown]).mean()
+    return torch.stack([torch.log((s - image).square().mean()) for s in shown_pictures(model, outputs)]).mean()
 
 
 class Trainer:
@@ -212,7 +219,10 @@ class Trainer:
         image = self.sampler.batch(s.batch).to(self.device)
         outputs = self.model(image, s.layers)
         lambdas = self.model.config.lambdas
-        loss, rates, distortions = rate_distortion_loss(outputs, image, lambdas, s.objective, s.first_layer_rate_weight)
+        # with a post-filter the codec and the filter learn together, against the picture shown
+        loss, rates, distortions = rate_distortion_loss(
+            outputs, image, lambdas, s.objective, s.first_layer_rate_weight, shown_pictures(self.model, outputs)
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # only the main parameters: the quantiles still hold the last aux gradient

@@ -174,3 +174,26 @@ def test_a_post_filter_trains_alone_on_the_frozen_codec(tmp_path: Path, crop_ban
     assert filtered.model_id == plain.model_id
     data = encode(natural_image(40, 56), plain)
     assert Decoder(data, filtered).decode(2).shape == (40, 56, 3)
+
+
+def test_a_codec_with_a_post_filter_trains_with_it_against_the_picture_shown(tmp_path: Path, crop_bank: Path) -> None:
+    """Trained on (without `post_filter_channels`), a model that has a filter learns together with it: the
+    loss's distortion is that of the filtered picture, and both the codec's and the filter's weights move."""
+    torch.set_num_threads(1)
+    settings = settings_for(tmp_path, crop_bank, steps=3, name="joint")
+    settings.config = CodecConfig.from_dict({**TINY.to_dict(), "post_filter_channels": 8})
+    trainer = Trainer(settings)
+    torch.nn.init.normal_(trainer.model.post_filter.tail.weight, std=0.05)  # a filter that does something
+    image = trainer.sampler.batch(2)
+    outputs = trainer.model(image)
+    shown = [trainer.model.shown_picture(o.reconstruction, k) for k, o in enumerate(outputs, start=1)]
+    lambdas = trainer.model.config.lambdas
+    _, _, on_shown = rate_distortion_loss(outputs, image, lambdas, "mse", pictures=shown)
+    _, _, on_reconstruction = rate_distortion_loss(outputs, image, lambdas, "mse")
+    assert all(a.item() != b.item() for a, b in zip(on_shown, on_reconstruction, strict=True))
+    before = _parameters(trainer)
+    trainer.run()
+    after = _parameters(trainer)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert any(name.startswith("post_filter.") for name in moved), moved
+    assert any(name.startswith("encoder.") for name in moved) and any(name.startswith("decoder.") for name in moved)
