@@ -25,7 +25,7 @@ import zlib
 import torch
 from torch import Tensor
 
-from codec import container, rans
+from codec import rans
 from codec.errors import CorruptLayerError
 from codec.model import SIDE_STRIDE, RecurrentState, ScalableCodec, first_pass_mask, quantized_scale_index
 
@@ -134,9 +134,7 @@ def _streams(payload: bytes, layer: int, version: int) -> tuple[rans.Stream, ran
 
 
 @torch.no_grad()
-def decode_layer(
-    model: ScalableCodec, payloads: list[bytes], state: RecurrentState, version: int = container.FORMAT_VERSION
-) -> list[int]:
+def decode_layer(model: ScalableCodec, payloads: list[bytes], state: RecurrentState, version: int) -> list[int]:
     """Decode the next layer of a batch of equally sized tiles (one payload each, `state` batched
     likewise, their container's format `version`) and update `state` in place; each tile's
     `symbol_checksum`."""

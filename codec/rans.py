@@ -47,7 +47,6 @@ class CdfTables:
 
 # Every string opens with the coder's flushed 64-bit state.
 STATE_BYTES = 8
-_COLUMNS = ("cdfs", "lengths", "offsets")
 _TABLES: WeakKeyDictionary[EntropyModel, tuple[tuple[int, int], CdfTables]] = WeakKeyDictionary()
 
 
@@ -88,18 +87,16 @@ def encode_parts(parts: list[tuple[Tensor, Tensor, EntropyModel]]) -> bytes:
     in_turn = [tables(entropy_model) for _, _, entropy_model in parts]
     rows = np.cumsum([0, *(len(table.lengths) for table in in_turn[:-1])])
     symbols = np.concatenate([_int32(part[0]) for part in parts])
-    indexes = np.concatenate([_int32(part[1]) + first for part, first in zip(parts, rows, strict=True)]).astype(
-        np.int32
-    )
+    indexes = np.concatenate([_int32(part[1]) + first for part, first in zip(parts, rows, strict=True)])
+    indexes = indexes.astype(np.int32)
     if _rans is None:
-        cdfs, lengths, offsets = ([item for table in in_turn for item in getattr(table, name)] for name in _COLUMNS)
+        cdfs = [row for table in in_turn for row in table.cdfs]
+        lengths = [length for table in in_turn for length in table.lengths]
+        offsets = [offset for table in in_turn for offset in table.offsets]
         return RansEncoder().encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs, lengths, offsets)
-    if len(in_turn) == 1:
-        return _rans.encode(symbols, indexes, *in_turn[0].arrays)
     flat_starts = np.cumsum([0, *(table.arrays[0].size for table in in_turn[:-1])])
-    cdf = np.concatenate([table.arrays[0] for table in in_turn])
+    cdf, _, lengths, offsets = (np.concatenate([table.arrays[column] for table in in_turn]) for column in range(4))
     starts = np.concatenate([table.arrays[1] + first for table, first in zip(in_turn, flat_starts, strict=True)])
-    lengths, offsets = (np.concatenate([table.arrays[column] for table in in_turn]) for column in (2, 3))
     return _rans.encode(symbols, indexes, cdf, starts.astype(np.int32), lengths, offsets)
 
 

@@ -142,7 +142,8 @@ def python_layers(model: ScalableCodec, data: bytes, tile_index: int) -> list[Py
             patch.setattr(rans.Stream, "decode", recording_decode)
             for layer in range(1, header.layer_count + 1):
                 captured.clear()
-                (checksum,) = decode_layer(model, [container.tile_payload(header, data, layer, tile_index)], state)
+                payload = container.tile_payload(header, data, layer, tile_index)
+                (checksum,) = decode_layer(model, [payload], state, header.version)
                 assert torch.equal(captured["latent_indexes"], quantized_scale_index(captured["scale_index"]))
                 layers.append(
                     PythonLayer(
