@@ -25,7 +25,15 @@ from codec.coding import decode_layer, encode_layer, to_pixels
 from codec.effort import DEFAULT_EFFORT, check_effort
 from codec.errors import InvalidImageError, ModelMismatchError, TruncatedLayerError, WeightsError
 from codec.imageio import read_image
-from codec.model import CodecConfig, RecurrentState, ScalableCodec, padded_size, split_state, stack_states
+from codec.model import (
+    DERIVED_TABLES,
+    CodecConfig,
+    RecurrentState,
+    ScalableCodec,
+    padded_size,
+    split_state,
+    stack_states,
+)
 from codec.onnx_runtime import InferenceNetworks
 from codec.search import search_offsets
 
@@ -109,7 +117,7 @@ def save_weights(model: ScalableCodec, path: Path, info: dict | None = None) -> 
         "format": WEIGHTS_FORMAT,
         "version": WEIGHTS_VERSION,
         "config": model.config.to_dict(),
-        "state_dict": _weights_as_stored(model),
+        "state_dict": {k: v for k, v in _weights_as_stored(model).items() if k not in DERIVED_TABLES},
         "info": {"trained": getattr(model, "trained", True), **(info or {})},
     }
     path.parent.mkdir(parents=True, exist_ok=True)

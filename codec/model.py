@@ -462,9 +462,9 @@ class ScalableCodec(CompressionModel):
         return exact.activation(correction, exact_mode)
 
     @torch.no_grad()
-    def initialise_scales(self, images: Tensor) -> None:
+    def initialise_scales(self, images: Tensor, channels: Tensor | None = None) -> None:
         """Data-dependent start: set each layer's per-channel scale offset so that
-        the predicted scale matches the latents' RMS on `images`.
+        the predicted scale matches the latents' RMS on `images` (only `channels`, if given).
 
         Without this the entropy model starts with one scale for coefficients
         whose sizes differ by two orders of magnitude, and the learning rate
@@ -477,7 +477,11 @@ class ScalableCodec(CompressionModel):
             scale_index, means = self.entropy_parameters(side, state, exact_mode=False)
             rms = latents.square().mean(dim=(0, 2, 3)).sqrt().clamp_min(SCALE_MIN)
             target = torch.log(rms / SCALE_MIN) / LOG_SCALE_STEP
-            self.scale_index_offset[k] += target - scale_index.mean(dim=(0, 2, 3))
+            correction = target - scale_index.mean(dim=(0, 2, 3))
+            if channels is None:
+                self.scale_index_offset[k] += correction
+            else:
+                self.scale_index_offset[k, channels] += correction[channels]
             self.synthesise(torch.round(latents - means) + means, state)
 
     def synthesise(self, latents_hat: Tensor, state: RecurrentState) -> None:
@@ -546,12 +550,25 @@ class ScalableCodec(CompressionModel):
             outputs.append(LayerOutput(state.reconstruction, latent_likelihoods, side_likelihoods))
         return outputs
 
+    def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True):
+        """Also a state without the latent model's coding tables, which weights files leave out:
+        they follow from the fixed `scale_table()` alone and are rebuilt here."""
+        if any(name not in state_dict for name in DERIVED_TABLES):
+            self.latent_model.update_scale_table(scale_table(), force=True)
+            rebuilt = {name: getattr(self.latent_model, name.split(".")[1]) for name in DERIVED_TABLES}
+            state_dict = {**rebuilt, **state_dict}
+        return super().load_state_dict(state_dict, strict=strict)
+
     def auxiliary_loss(self) -> Tensor:
         return sum(m.loss() for m in self.side_models)
 
     def update(self, scale_table_values: list[float] | None = None, force: bool = False, **_: object) -> bool:
         """Build the integer CDF tables the rANS coder uses (after training)."""
         return super().update(scale_table=scale_table_values or scale_table(), force=force)
+
+
+# The latent model's CDF tables: a function of the fixed scale table, 0.8 MB of a weights file.
+DERIVED_TABLES = tuple(f"latent_model.{name}" for name in ("_quantized_cdf", "_offset", "_cdf_length"))
 
 
 def _side_likelihoods(side_model: EntropyBottleneck, side_hat: Tensor) -> Tensor:

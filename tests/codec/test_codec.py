@@ -398,3 +398,20 @@ def test_a_tile_size_that_cannot_be_written_is_refused_before_any_coding(model: 
     with pytest.raises(ValueError, match="multiple of 64"):
         encode(natural_image(70, 130), model, layers=1, tile_size=tile_size, progress=lambda *done: seen.append(done))
     assert seen == []
+
+
+def test_weights_files_leave_out_the_latent_tables_and_load_to_the_same_model(
+    model: ScalableCodec, weights_path: Path, small_bitstream: bytes, small_image: np.ndarray
+) -> None:
+    """The latent model's CDFs follow from the fixed scale table: rebuilt at load, bit for bit."""
+    import torch
+
+    from codec.model import DERIVED_TABLES
+
+    stored = torch.load(weights_path, weights_only=False)["state_dict"]
+    assert not set(DERIVED_TABLES) & set(stored)
+    for name in DERIVED_TABLES:
+        assert getattr(model.latent_model, name.split(".")[1]).numel() > 0
+    np.testing.assert_array_equal(
+        Decoder(small_bitstream, model).decode(), Decoder(encode(small_image, model), model).decode()
+    )
