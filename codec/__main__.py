@@ -154,6 +154,22 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 
 
+def cmd_grow(args: argparse.Namespace) -> None:
+    import torch
+
+    from codec.api import load_model, save_weights
+    from codec.data import CropSampler, load_crop_bank
+    from codec.grow import grow_coefficients
+
+    model = load_model(args.weights, runtime="torch")
+    images = CropSampler(load_crop_bank(Path(args.crops)), 128, seed=0).batch(32)
+    with torch.no_grad():
+        grown = grow_coefficients(model, args.luma, args.chroma, images)
+    info = {**model.training_info, "grown_from": model.model_id.hex()}
+    save_weights(grown, Path(args.output), info)
+    print(f"{args.output}: {grown.config.latent_channels} coefficients per block (was {model.config.latent_channels})")
+
+
 def cmd_export_onnx(args: argparse.Namespace) -> None:
     from codec.api import load_model
     from codec.web_export import write_web_decoder
@@ -288,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("output", nargs="?", default="weights/codec.pt")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("grow", help="widen a weights file's transform by further DCT frequencies, then train it")
+    p.add_argument("weights", help="weights file to grow")
+    p.add_argument("output", help="the grown weights file (train it with --init-weights)")
+    p.add_argument("--luma", type=int, required=True, help="luma coefficients per block, at most 256")
+    p.add_argument("--chroma", type=int, required=True, help="coefficients per block and chroma axis, at most 256")
+    p.add_argument("--crops", default=str(DEFAULT_CROPS), help="training crops that set the new scales")
+    p.set_defaults(run=cmd_grow)
 
     p = sub.add_parser(
         "export-onnx", help="write the browser decoder's files of the weights: ONNX graphs and entropy path"
