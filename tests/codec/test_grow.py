@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from codec.api import load_model
-from codec.grow import grow_coefficients
+from codec.grow import grow_coefficients, synthesis_floor_psnr
 from codec.model import CodecConfig, ScalableCodec
-from codec.transforms import dct_basis
+from codec.quality import PSNR_CAP
+from codec.transforms import LappedSynthesis, dct_basis
 
 from .conftest import natural_image
 
@@ -93,6 +94,14 @@ def test_new_coefficients_start_as_dct_frequencies_with_their_own_scales(grown) 
     # the scales were set from the crops' latents, not left at the untrained offset of zero
     assert (new.scale_index_offset[:, added].abs() > 0.5).all()
     assert torch.isfinite(new.log_latent_gain).all()
+
+
+def test_the_synthesis_floor_rises_with_the_coefficients_and_vanishes_with_all_of_them() -> None:
+    pictures = images(2)
+    floors = [synthesis_floor_psnr(LappedSynthesis(luma, chroma), pictures) for luma, chroma in ((40, 12), (96, 24))]
+    assert floors[0] < floors[1] < 60
+    complete = LappedSynthesis(256, 256)  # an orthonormal basis: the picture itself
+    assert synthesis_floor_psnr(complete, pictures) == PSNR_CAP
 
 
 def test_growing_never_shrinks_and_stays_within_the_block(grown) -> None:
