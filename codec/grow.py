@@ -128,7 +128,8 @@ def grow_coefficients(model: ScalableCodec, luma: int, chroma: int, images: Tens
         elif name in ("log_latent_gain", "log_latent_inverse_gain"):
             wide = _widen(tensor, 1, kept, m)
             for (start, count), (new_start, new_count) in zip(_component_ranges(old), _component_ranges(config)):
-                neighbours = tensor[:, start + count - _GAIN_NEIGHBOURS : start + count].mean(dim=1, keepdim=True)
+                first = max(start, start + count - _GAIN_NEIGHBOURS)  # within the component
+                neighbours = tensor[:, first : start + count].mean(dim=1, keepdim=True)
                 wide[:, new_start + count : new_start + new_count] = neighbours
         else:
             wide = tensor

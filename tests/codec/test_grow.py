@@ -36,7 +36,7 @@ def trained_looking(config: CodecConfig) -> ScalableCodec:
     model = ScalableCodec(config)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if "refiner.expand" in name or name in ("history_scale_weights", "scale_index_offset"):
+            if "refiner.expand" in name or name in ("history_scale_weights", "scale_index_offset", "log_latent_gain"):
                 parameter.copy_(torch.randn_like(parameter) * 0.05)
     return model.eval()
 
@@ -93,7 +93,10 @@ def test_new_coefficients_start_as_dct_frequencies_with_their_own_scales(grown) 
     torch.testing.assert_close(new.decoder.synthesis.weight[added], basis[added])
     # the scales were set from the crops' latents, not left at the untrained offset of zero
     assert (new.scale_index_offset[:, added].abs() > 0.5).all()
-    assert torch.isfinite(new.log_latent_gain).all()
+    # their gains start from their own component's highest trained frequencies (12 chroma: all of them)
+    old_gain = old.log_latent_gain.detach()
+    torch.testing.assert_close(new.log_latent_gain[:, 40:56], old_gain[:, 24:40].mean(1, keepdim=True).expand(-1, 16))
+    torch.testing.assert_close(new.log_latent_gain[:, 68:72], old_gain[:, 40:52].mean(1, keepdim=True).expand(-1, 4))
 
 
 def test_the_synthesis_floor_rises_with_the_coefficients_and_vanishes_with_all_of_them() -> None:
