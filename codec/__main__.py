@@ -174,6 +174,28 @@ def cmd_grow(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_fit_tables(args: argparse.Namespace) -> None:
+    import torch
+
+    from codec.api import load_model, save_weights
+    from codec.data import CropSampler, load_crop_bank
+    from codec.fit_tables import fit_tables
+
+    model = load_model(args.weights)
+    crops = CropSampler(load_crop_bank(Path(args.crops)), args.crop_size, seed=0).batch(args.count)
+    started = time.perf_counter()
+    with torch.no_grad():
+        model.latent_tables = fit_tables(model, crops)
+    fitted = model.latent_tables.rows.ge(model.latent_tables.scale_levels).sum().item()
+    info = {**model.training_info, "fitted_tables": {"crops": args.count, "crop_size": args.crop_size}}
+    save_weights(model, Path(args.output), info)
+    print(
+        f"{args.output}: {model.latent_tables._cdf_length.numel()} fitted rows code {fitted} of "
+        f"{model.latent_tables.rows.numel()} (layer, context, scale) cells; "
+        f"{args.count} crops counted in {time.perf_counter() - started:.0f} s"
+    )
+
+
 def cmd_export_onnx(args: argparse.Namespace) -> None:
     from codec.api import load_model
     from codec.web_export import write_web_decoder
@@ -316,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chroma", type=int, required=True, help="coefficients per block and chroma axis, at most 256")
     p.add_argument("--crops", default=str(DEFAULT_CROPS), help="training crops that set the new scales")
     p.set_defaults(run=cmd_grow)
+
+    p = sub.add_parser(
+        "fit-tables", help="fit the latents' coding tables to a weights file's symbols on training crops"
+    )
+    p.add_argument("weights", help="weights file to fit (fitted tables it has are replaced)")
+    p.add_argument("output", help="the weights file with its fitted tables (may be the same path)")
+    p.add_argument("--crops", default=str(DEFAULT_CROPS), help="training crops whose symbols are counted")
+    p.add_argument("--count", type=int, default=512, help="crops to count")
+    p.add_argument("--crop-size", type=int, default=256, help="crop side, a multiple of 64")
+    p.set_defaults(run=cmd_fit_tables)
 
     p = sub.add_parser(
         "export-onnx", help="write the browser decoder's files of the weights: ONNX graphs and entropy path"

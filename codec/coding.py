@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -34,48 +35,73 @@ _SIDE_LENGTH = struct.Struct("<I")
 TWO_STRING_VERSIONS = (1, 2)
 
 
-@torch.no_grad()
-def encode_layer(
-    model: ScalableCodec, image: Tensor, state: RecurrentState, latent_offset: Tensor | None = None
-) -> list[bytes]:
-    """Code the next layer of a batch of equally sized tiles (`image` padded, (N, 3, H, W) in [0, 1]),
-    their latents moved by the encoder-side search's `latent_offset` if one is given; one payload per tile.
+@dataclass
+class QuantizedLayer:
+    """One layer of a batch of tiles as the coder writes it."""
 
-    The networks run once for the batch; each tile keeps its own rANS strings, and the exact entropy
-    parameters are the same as for the tile alone (exact sums do not depend on the batch).
+    side_symbols: Tensor  # (N, side channels, h/64, w/64)
+    symbols: Tensor  # round(y_k - mean), (N, C, h/16, w/16)
+    scale_rows: Tensor  # the Gaussian row of every latent's scale, like `symbols`
+    contexts: Tensor  # every latent's context for the fitted tables (codec.symbol_tables)
+    first_pass: Tensor | None  # with a frequency context: the channels of the first pass, (1, C, 1, 1)
+
+
+@torch.no_grad()
+def quantize_layer(
+    model: ScalableCodec, image: Tensor, state: RecurrentState, latent_offset: Tensor | None = None
+) -> QuantizedLayer:
+    """The next layer's symbols of a batch of equally sized tiles (`image` padded, (N, 3, H, W) in [0, 1]),
+    their latents moved by the encoder-side search's `latent_offset` if one is given; `state` moves on.
+
+    The networks run once for the batch, and the exact entropy parameters are the same as for each
+    tile alone (exact sums do not depend on the batch).
     """
-    k = state.layer
     latents = model.analyse(image, state)
     if latent_offset is not None:
         latents = latents + latent_offset
     side = model.side_information(latents, state)
-    side_model = model.side_models[k]
-    medians = rans.side_medians(side_model)
+    medians = rans.side_medians(model.side_models[state.layer])
     side_symbols = torch.round(side - medians)
-    side_hat = side_symbols + medians
-    scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
+    scale_index, means = model.entropy_parameters((side_symbols + medians).double(), state, exact_mode=True)
     latents = latents.cpu().double()
-    if model.context is None:
-        symbols = torch.round(latents - means)
-        indexes = quantized_scale_index(scale_index)
-        in_order = [(s.reshape(-1), i.reshape(-1)) for s, i in zip(symbols.split(1), indexes.split(1), strict=True)]
-    else:
+    first = None
+    if model.context is not None:
         first = first_pass_mask(model.config, latents)
         first_symbols = torch.round(latents - means) * first
         scale_index, means = model.context_parameters(first_symbols, scale_index, means, state, exact_mode=True)
-        symbols = torch.round(latents - means)
-        indexes = quantized_scale_index(scale_index)
-        in_order = [
-            (_in_pass_order(s, first), _in_pass_order(i, first))
-            for s, i in zip(symbols.split(1), indexes.split(1), strict=True)
-        ]
+    symbols = torch.round(latents - means)
+    contexts = model.latent_contexts(state, symbols)
     model.synthesise(symbols + means, state)
+    return QuantizedLayer(side_symbols, symbols, quantized_scale_index(scale_index), contexts, first)
+
+
+def encode_layer(
+    model: ScalableCodec, image: Tensor, state: RecurrentState, latent_offset: Tensor | None = None
+) -> list[bytes]:
+    """Code the next layer of a batch of equally sized tiles (`quantize_layer`); one payload per tile,
+    each its own rANS string."""
+    k = state.layer
+    layer = quantize_layer(model, image, state, latent_offset)
+    rows = model.coding_rows(k, layer.contexts, layer.scale_rows)
+    if layer.first_pass is None:
+        in_order = [(s.reshape(-1), r.reshape(-1)) for s, r in zip(layer.symbols.split(1), rows.split(1), strict=True)]
+    else:
+        in_order = [
+            (_in_pass_order(s, layer.first_pass), _in_pass_order(r, layer.first_pass))
+            for s, r in zip(layer.symbols.split(1), rows.split(1), strict=True)
+        ]
+    side_model, latent_tables = model.side_models[k], coding_tables(model)
     return [
-        rans.encode_parts(
-            [(side, rans.side_indexes(side_model, side.shape), side_model), (latent, index, model.latent_model)]
-        )
-        for side, (latent, index) in zip(side_symbols.split(1), in_order, strict=True)
+        rans.encode_parts([(side, rans.side_indexes(side_model, side.shape), side_model), (latent, row, latent_tables)])
+        for side, (latent, row) in zip(layer.side_symbols.split(1), in_order, strict=True)
     ]
+
+
+def coding_tables(model: ScalableCodec) -> rans.CdfTables:
+    """The table the latents are coded with: the Gaussian rows, then the fitted rows if there are any."""
+    if model.latent_tables is None:
+        return rans.tables(model.latent_model)
+    return rans.tables(model.latent_model, model.latent_tables)
 
 
 def _in_pass_order(values: Tensor, first: Tensor) -> Tensor:
@@ -90,19 +116,19 @@ def _decode_symbols(
     """round(y_k - mean) of every tile, read on from its stream: one pass, or the frequency context's two
     passes. Leaves the means in `state.means`."""
     scale_index, means = model.entropy_parameters(side_hat.double(), state, exact_mode=True)
-    indexes = quantized_scale_index(scale_index)
+    contexts = model.latent_contexts(state, scale_index)
+    table = coding_tables(model)
+    rows = model.coding_rows(state.layer, contexts, quantized_scale_index(scale_index))
     if model.context is None:
-        return torch.cat(
-            [stream.decode(i, model.latent_model) for stream, i in zip(streams, indexes.split(1), strict=True)]
-        )
+        return torch.cat([stream.decode(r, table) for stream, r in zip(streams, rows.split(1), strict=True)])
     first = first_pass_mask(model.config, scale_index)[0].expand_as(scale_index[0])
     symbols = torch.zeros(scale_index.shape, dtype=torch.int32)
     for tile, stream in enumerate(streams):
-        symbols[tile][first] = stream.decode(indexes[tile][first], model.latent_model)
+        symbols[tile][first] = stream.decode(rows[tile][first], table)
     scale_index, _ = model.context_parameters(symbols.double(), scale_index, means, state, exact_mode=True)
-    indexes = quantized_scale_index(scale_index)
+    rows = model.coding_rows(state.layer, contexts, quantized_scale_index(scale_index))
     for tile, stream in enumerate(streams):
-        symbols[tile][~first] = stream.decode(indexes[tile][~first], model.latent_model)
+        symbols[tile][~first] = stream.decode(rows[tile][~first], table)
     return symbols
 
 

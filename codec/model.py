@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from codec import exact
 from codec.layers import ConvLSTMCell, LSTMState, conv3x3
 from codec.postfilter import PostFilter
+from codec.symbol_tables import FittedLatentTables, frequency_bands, latent_contexts
 from codec.transforms import LappedAnalysis, LappedSynthesis
 
 if TYPE_CHECKING:
@@ -363,6 +364,13 @@ class ScalableCodec(CompressionModel):
         self.hyper_decoder = HyperDecoder(self.config)
         self.side_models = nn.ModuleList(EntropyBottleneck(self.config.side_channels) for _ in range(k))
         self.latent_model = GaussianConditional(scale_table())
+        # the latents' coding tables fitted after training (`codec.fit_tables`); None: the Gaussian rows
+        self.latent_tables: FittedLatentTables | None = None
+        self.register_buffer(
+            "latent_bands",
+            frequency_bands(self.config.luma_coefficients, self.config.chroma_coefficients),
+            persistent=False,
+        )
         # log-domain gains per layer: residual in, latent out/in, increment out
         self.log_residual_gain = nn.Parameter(torch.arange(k, dtype=torch.float32) * math.log(RESIDUAL_GAIN_PER_LAYER))
         self.scale_index_offset = nn.Parameter(torch.zeros(k, m))
@@ -438,6 +446,18 @@ class ScalableCodec(CompressionModel):
         means = torch.where(first, means, means + mean_correction)
         state.means = means
         return scale_index, means
+
+    def latent_contexts(self, state: RecurrentState, like: Tensor) -> Tensor:
+        """Every latent's context for the fitted tables (`codec.symbol_tables`): its band and what
+        earlier layers sent there. Call before `synthesise` moves the history on."""
+        return latent_contexts(self.latent_bands.cpu(), state.previous_magnitudes, state.significance, like)
+
+    def coding_rows(self, layer: int, contexts: Tensor, scale_rows: Tensor) -> Tensor:
+        """The coding-table row of every latent: its scale's Gaussian row, or with fitted tables the
+        row of its layer, context and scale."""
+        if self.latent_tables is None:
+            return scale_rows
+        return self.latent_tables.row_indexes(layer, contexts, scale_rows)
 
     def _history_scale(self, state: RecurrentState, exact_mode: bool) -> Tensor | float:
         """Per-coefficient scale correction from what earlier layers sent there.
@@ -552,7 +572,10 @@ class ScalableCodec(CompressionModel):
 
     def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True):
         """Also a state without the latent model's coding tables, which weights files leave out:
-        they follow from the fixed `scale_table()` alone and are rebuilt here."""
+        they follow from the fixed `scale_table()` alone and are rebuilt here. Fitted tables in the
+        state are taken in at their stored size."""
+        fitted = "latent_tables.rows" in state_dict
+        self.latent_tables = FittedLatentTables.like_state(state_dict, "latent_tables.") if fitted else None
         if any(name not in state_dict for name in DERIVED_TABLES):
             self.latent_model.update_scale_table(scale_table(), force=True)
             rebuilt = {name: getattr(self.latent_model, name.split(".")[1]) for name in DERIVED_TABLES}

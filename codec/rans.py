@@ -14,12 +14,13 @@ is all the coder reads, and kept per entropy model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
 from compressai.ans import RansDecoder, RansEncoder
-from compressai.entropy_models import EntropyBottleneck, EntropyModel
+from compressai.entropy_models import EntropyBottleneck
 from torch import Tensor
 
 try:
@@ -47,44 +48,59 @@ class CdfTables:
 
 # Every string opens with the coder's flushed 64-bit state.
 STATE_BYTES = 8
-_TABLES: WeakKeyDictionary[EntropyModel, tuple[tuple[int, int], CdfTables]] = WeakKeyDictionary()
 
 
-def tables(entropy_model: EntropyModel) -> CdfTables:
-    """The model's CDF tables; rebuilt when `update()` has replaced or changed them."""
-    cdf = entropy_model._quantized_cdf
-    version = (cdf.data_ptr(), cdf._version)
-    cached = _TABLES.get(entropy_model)
+class HasCdfTable(Protocol):
+    """CompressAI's CDF layout: an entropy model after `update()`, or `codec.symbol_tables.FittedLatentTables`."""
+
+    _quantized_cdf: Tensor
+    _cdf_length: Tensor
+    _offset: Tensor
+
+
+_TABLES: WeakKeyDictionary[HasCdfTable, tuple[tuple, CdfTables]] = WeakKeyDictionary()
+
+
+def tables(*holders: HasCdfTable) -> CdfTables:
+    """The holders' CDF rows in turn, as one table (one holder: its own); rebuilt when `update()` or a
+    new fit has replaced or changed any of them."""
+    version = tuple((id(h), h._quantized_cdf.data_ptr(), h._quantized_cdf._version) for h in holders)
+    cached = _TABLES.get(holders[-1])
     if cached is not None and cached[0] == version:
         return cached[1]
-    lengths = entropy_model._cdf_length.reshape(-1).int().tolist()
-    rows = cdf.tolist()
-    built = CdfTables(
-        cdfs=[row[:length] for row, length in zip(rows, lengths, strict=True)],
-        lengths=lengths,
-        offsets=entropy_model._offset.reshape(-1).int().tolist(),
-    )
-    _TABLES[entropy_model] = (version, built)
+    cdfs, lengths, offsets = [], [], []
+    for holder in holders:
+        holder_lengths = holder._cdf_length.reshape(-1).int().tolist()
+        cdfs += [row[:length] for row, length in zip(holder._quantized_cdf.tolist(), holder_lengths, strict=True)]
+        lengths += holder_lengths
+        offsets += holder._offset.reshape(-1).int().tolist()
+    built = CdfTables(cdfs=cdfs, lengths=lengths, offsets=offsets)
+    _TABLES[holders[-1]] = (version, built)
     return built
+
+
+def as_tables(table: CdfTables | HasCdfTable) -> CdfTables:
+    """`table` itself, or the CDF table of an entropy model or fitted tables."""
+    return table if isinstance(table, CdfTables) else tables(table)
 
 
 def _int32(values: Tensor) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(-1).to(torch.int32).cpu().numpy())
 
 
-def encode(symbols: Tensor, indexes: Tensor, entropy_model: EntropyModel) -> bytes:
+def encode(symbols: Tensor, indexes: Tensor, table: CdfTables | HasCdfTable) -> bytes:
     """One rANS string of integer `symbols`, each coded with the CDF row its index names."""
-    return encode_parts([(symbols, indexes, entropy_model)])
+    return encode_parts([(symbols, indexes, table)])
 
 
-def encode_parts(parts: list[tuple[Tensor, Tensor, EntropyModel]]) -> bytes:
-    """One rANS string of several (symbols, indexes, entropy model) parts in turn, which a `Stream`
-    reads back part by part, each with its model: one flush for a tile's layer instead of one per part.
+def encode_parts(parts: list[tuple[Tensor, Tensor, CdfTables | HasCdfTable]]) -> bytes:
+    """One rANS string of several (symbols, indexes, table or entropy model) parts in turn, which a `Stream`
+    reads back part by part, each with its table: one flush for a tile's layer instead of one per part.
 
     The parts' tables are laid end to end, each part's indexes moved past the rows before it; the
     coder reads only the rows it is given, so the bytes are those of one model coding all the symbols.
     """
-    in_turn = [tables(entropy_model) for _, _, entropy_model in parts]
+    in_turn = [as_tables(table) for _, _, table in parts]
     rows = np.cumsum([0, *(len(table.lengths) for table in in_turn[:-1])])
     symbols = np.concatenate([_int32(part[0]) for part in parts])
     indexes = np.concatenate([_int32(part[1]) + first for part, first in zip(parts, rows, strict=True)])
@@ -112,9 +128,9 @@ class Stream:
             self.decoder = RansDecoder()
             self.decoder.set_stream(string)
 
-    def decode(self, indexes: Tensor, entropy_model: EntropyModel) -> Tensor:
+    def decode(self, indexes: Tensor, table: CdfTables | HasCdfTable) -> Tensor:
         """The next `indexes.numel()` symbols (int32, shaped like `indexes`), each with its index's row."""
-        table = tables(entropy_model)
+        table = as_tables(table)
         rows = _int32(indexes)
         if _rans is None:
             values = self.decoder.decode_stream(rows.tolist(), table.cdfs, table.lengths, table.offsets)
@@ -125,9 +141,9 @@ class Stream:
         return torch.from_numpy(out).reshape(indexes.shape)
 
 
-def decode(string: bytes, indexes: Tensor, entropy_model: EntropyModel) -> Tensor:
+def decode(string: bytes, indexes: Tensor, table: CdfTables | HasCdfTable) -> Tensor:
     """The integer symbols of `string`, shaped like `indexes` (int32)."""
-    return Stream(string).decode(indexes, entropy_model)
+    return Stream(string).decode(indexes, table)
 
 
 def side_indexes(side_model: EntropyBottleneck, shape: torch.Size | tuple[int, ...]) -> Tensor:

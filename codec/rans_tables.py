@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from compressai.entropy_models import EntropyModel
-
 from codec import rans
 
 # CompressAI's coder works at 16-bit probability precision (`precision` in rans_interface.cpp).
@@ -28,9 +26,9 @@ class RansTablesJson(TypedDict):
     offsets: list[int]
 
 
-def tables_json(entropy_model: EntropyModel) -> RansTablesJson:
-    """`entropy_model`'s CDF tables as a JSON-serialisable dict (`json.dumps` it as it is)."""
-    table = rans.tables(entropy_model)
+def tables_json(table: rans.CdfTables | rans.HasCdfTable) -> RansTablesJson:
+    """A CDF table (or an entropy model's) as a JSON-serialisable dict (`json.dumps` it as it is)."""
+    table = rans.as_tables(table)
     return {
         "precision": PRECISION,
         "cdfs": [list(row) for row in table.cdfs],

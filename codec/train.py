@@ -148,6 +148,9 @@ class Trainer:
             new = [name for name in missing if not name.startswith(("post_filter.", "context."))]
             if new or unexpected:
                 raise ValueError(f"{settings.init_weights} does not fit: missing {new}, unexpected {unexpected}")
+            # fitted tables belong to the symbols they were counted on, which training changes:
+            # the trained weights are fitted again (`python -m codec fit-tables`)
+            self.model.latent_tables = None
             self.step = int(initial["info"].get("steps", 0))
             self.elapsed = float(initial["info"].get("training_seconds", 0.0))
         else:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from codec import exact, rans
+from codec.coding import coding_tables
 from codec.model import (
     HISTORY_MAGNITUDE_LIMIT,
     INITIAL_RECONSTRUCTION,
@@ -41,11 +42,12 @@ from codec.model import (
 from codec.onnx_runtime import graph_bytes
 from codec.postfilter import GROUP, PHASES
 from codec.rans_tables import tables_json
+from codec.symbol_tables import HISTORY_STATES
 
 FORMAT = "scalable-codec-entropy-path"
 # 2: with the synthesis gains; 3: and the synthesis network's weights (synthesis-weights.bin); 4: and the
-# post-filter's, when the model has one
-VERSION = 4
+# post-filter's, when the model has one; 5: and the rows of fitted latent tables (`latent_rows`)
+VERSION = 5
 # The synthesis network's parameters (`ScalableCodec.decoder`), in the order synthesis-weights.bin holds them;
 # the post-filter's (`ScalableCodec.post_filter`, named "post_filter.*") follow them.
 SYNTHESIS_WEIGHTS = "synthesis-weights.bin"
@@ -142,10 +144,24 @@ def export_entropy_path(model: ScalableCodec) -> dict:
         # (layers, side_channels): float32 values, exact as JSON numbers
         "side_medians": [rans.side_medians(side).reshape(-1).float().tolist() for side in model.side_models],
         "rans": {
-            "latent": tables_json(model.latent_model),
+            "latent": tables_json(coding_tables(model)),
             "side": [tables_json(side) for side in model.side_models],
         },
+        "latent_rows": _latent_rows(model),
         "synthesis": _synthesis(model),
+    }
+
+
+def _latent_rows(model: ScalableCodec) -> dict | None:
+    """Which row of the latent table codes each latent, for fitted tables (codec/symbol_tables.py); None:
+    the row of its scale."""
+    if model.latent_tables is None:
+        return None
+    return {
+        "bands": model.latent_bands.tolist(),  # (latent_channels,)
+        "history_states": HISTORY_STATES,
+        # (layers, bands * history_states, scale_levels), flattened: context = band * history_states + history
+        "rows": model.latent_tables.rows.reshape(-1).tolist(),
     }
 
 

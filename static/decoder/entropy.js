@@ -26,7 +26,7 @@ import {
 import { RansDecoder, RansTables } from "./rans.js";
 
 export const EXPORT_FORMAT = "scalable-codec-entropy-path";
-export const EXPORT_VERSION = 4;
+export const EXPORT_VERSION = 5;
 const CONVOLUTIONS = ["up32", "up16", "history", "gate", "candidate", "mix", "params"];
 
 /** A file written by other weights than the export's (codec.errors.ModelMismatchError). */
@@ -157,7 +157,8 @@ export class EntropyPath {
     );
     this.sideMedians = json.side_medians.map((row) => Float64Array.from(row, Math.fround));
     this.latentTables = new RansTables(json.rans.latent);
-    if (this.latentTables.rows !== this.scaleLevels) {
+    this.latentRows = json.latent_rows ? new LatentRows(json.latent_rows, this, this.latentTables.rows) : null;
+    if (!this.latentRows && this.latentTables.rows !== this.scaleLevels) {
       throw new EntropyPathError(`${this.latentTables.rows} latent CDF rows for ${this.scaleLevels} scale levels`);
     }
     if (json.rans.side.length !== this.layers) throw new EntropyPathError(`${json.rans.side.length} side models`);
@@ -356,7 +357,9 @@ export class TileEntropyState {
     }
     this.means = means;
     this.pending = true;
-    return { scaleIndexes: quantizedScaleIndexes(scaleIndex, path.scaleLevels), means, scaleIndex };
+    const scaleIndexes = quantizedScaleIndexes(scaleIndex, path.scaleLevels);
+    if (path.latentRows) path.latentRows.toCodingRows(scaleIndexes, k, this.significance, this.previousMagnitudes, lh, lw);
+    return { scaleIndexes, means, scaleIndex };
   }
 
   /**
@@ -384,6 +387,67 @@ export class TileEntropyState {
     this.pending = false;
     this.layer += 1;
   }
+}
+
+/**
+ * Fitted latent tables (codec/symbol_tables.py): the row of the latent table that codes each latent, from
+ * its layer, a context the decoder knows before the layer (its channel's frequency band and what earlier
+ * layers sent there) and its scale row. `json` is web_export's `latent_rows`.
+ */
+class LatentRows {
+  constructor(json, path, tableRows) {
+    const { bands, history_states: historyStates, rows } = json;
+    const contexts = rows.length / (path.layers * path.scaleLevels);
+    if (bands.length !== path.latentChannels || !Number.isInteger(contexts)) {
+      throw new EntropyPathError(`latent_rows: ${bands.length} bands, ${rows.length} rows`);
+    }
+    if (bands.some((b) => !(Number.isInteger(b) && b >= 0 && (b + 1) * historyStates <= contexts))) {
+      throw new EntropyPathError("latent_rows: a band outside the contexts");
+    }
+    if (rows.some((r) => !(Number.isInteger(r) && r >= 0 && r < tableRows))) {
+      throw new EntropyPathError(`latent_rows: a row outside the ${tableRows} of the latent table`);
+    }
+    this.bands = Int32Array.from(bands);
+    this.historyStates = historyStates;
+    this.contexts = contexts;
+    this.scaleLevels = path.scaleLevels;
+    this.rows = Int32Array.from(rows);
+  }
+
+  /**
+   * ScalableCodec.coding_rows, in place: every latent's scale row (C, lh, lw) to its coding row in layer
+   * `k` (from 0), given the history before the layer (null before the first: every latent in state 0).
+   */
+  toCodingRows(indexes, k, significance, previousMagnitudes, lh, lw) {
+    const plane = lh * lw;
+    const layerRows = k * this.contexts * this.scaleLevels;
+    for (let c = 0; c < indexes.length / plane; c++) {
+      const base = c * plane;
+      const band = this.bands[c] * this.historyStates;
+      for (let y = 0; y < lh; y++) {
+        for (let x = 0; x < lw; x++) {
+          const p = base + y * lw + x;
+          const history = significance ? historyState(significance, previousMagnitudes, base, y, x, lh, lw) : 0;
+          indexes[p] = this.rows[layerRows + (band + history) * this.scaleLevels + indexes[p]];
+        }
+      }
+    }
+  }
+}
+
+/**
+ * codec.symbol_tables.history_states of one latent: 3 sent in the last layer, 2 sent before but not in the
+ * last, 1 never sent but a 3x3 neighbour (same channel) was, 0 neither.
+ */
+function historyState(significance, previousMagnitudes, base, y, x, lh, lw) {
+  const p = base + y * lw + x;
+  if (significance[p] > 0) return previousMagnitudes[p] > 0 ? 3 : 2;
+  for (let dy = Math.max(0, y - 1); dy <= Math.min(lh - 1, y + 1); dy++) {
+    for (let dx = Math.max(0, x - 1); dx <= Math.min(lw - 1, x + 1); dx++) {
+      if (significance[base + dy * lw + dx] > 0) return 1;
+    }
+  }
+  return 0;
 }
 
 /** side_hat = symbols + medians in float32, as codec.coding computes it, then `activation`. */

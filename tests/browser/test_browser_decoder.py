@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 from compressai.ans import RansDecoder, RansEncoder
-from compressai.entropy_models import EntropyModel
 from playwright.sync_api import Page
 
 from bench import processes
 from codec import container, rans
 from codec.api import Decoder, encode
+from codec.coding import coding_tables
 from codec.errors import CodecError
 from codec.model import ScalableCodec
 from codec.rans_tables import RansTablesJson, tables_json
@@ -374,7 +374,7 @@ class RansCall:
     string: bytes
     indexes: np.ndarray
     symbols: np.ndarray
-    entropy_model: EntropyModel
+    entropy_model: rans.CdfTables | rans.HasCdfTable  # the table (or entropy model) it read with
 
 
 def recorded_decode(data: bytes, model: ScalableCodec) -> list[RansCall]:
@@ -382,7 +382,9 @@ def recorded_decode(data: bytes, model: ScalableCodec) -> list[RansCall]:
     calls: list[RansCall] = []
     original = rans.Stream.decode
 
-    def recording(stream: rans.Stream, indexes: torch.Tensor, entropy_model: EntropyModel) -> torch.Tensor:
+    def recording(
+        stream: rans.Stream, indexes: torch.Tensor, entropy_model: rans.CdfTables | rans.HasCdfTable
+    ) -> torch.Tensor:
         symbols = original(stream, indexes, entropy_model)
         flat = indexes.reshape(-1).int().numpy().copy()
         calls.append(RansCall(bytes(stream.string), flat, symbols.reshape(-1).numpy().copy(), entropy_model))
@@ -394,7 +396,7 @@ def recorded_decode(data: bytes, model: ScalableCodec) -> list[RansCall]:
     return calls
 
 
-def the_call(calls: list[RansCall], string: bytes, entropy_model: EntropyModel) -> RansCall:
+def the_call(calls: list[RansCall], string: bytes, entropy_model: rans.CdfTables | rans.HasCdfTable) -> RansCall:
     """The decoder's read of `string` with `entropy_model`, whatever order (or batch) it made its calls in."""
     found = [call for call in calls if call.string == string and call.entropy_model is entropy_model]
     assert len(found) == 1, "the Python decoder should read this part of the stream once"
@@ -408,9 +410,9 @@ def bypassed(call: RansCall, tables: RansTablesJson) -> int:
 
 
 def test_rans_tables_are_json_and_the_coders_arguments(shipped_model: ScalableCodec) -> None:
-    for model in (shipped_model.latent_model, *shipped_model.side_models):
+    for model in (coding_tables(shipped_model), *shipped_model.side_models):
         written = json.loads(json.dumps(tables_json(model)))
-        table = rans.tables(model)
+        table = rans.as_tables(model)
         assert written == {"precision": 16, "cdfs": table.cdfs, "lengths": table.lengths, "offsets": table.offsets}
         assert [len(row) for row in written["cdfs"]] == written["lengths"]
 
@@ -434,7 +436,7 @@ def test_rans_decodes_every_payload_of_a_file_as_compressai(
         for layer in range(1, header.layer_count + 1):
             payload = container.tile_payload(header, data, layer, tile.index)
             side = the_call(calls, payload, model.side_models[layer - 1])
-            latent = the_call(calls, payload, model.latent_model)
+            latent = the_call(calls, payload, coding_tables(model))
             jobs.append(
                 {
                     "layer": layer,
@@ -467,7 +469,7 @@ def test_rans_decodes_every_payload_of_a_file_as_compressai(
 
 def test_rans_bypass_values_round_trip_through_compressai(js: Page, shipped_model: ScalableCodec) -> None:
     """Symbols far outside their rows, and at both ends of them, from CompressAI's own encoder."""
-    tables = tables_json(shipped_model.latent_model)
+    tables = tables_json(coding_tables(shipped_model))
     rows = len(tables["lengths"])
     generator = np.random.default_rng(14)
     count = 20_000
@@ -498,7 +500,7 @@ def test_rans_bypass_values_round_trip_through_compressai(js: Page, shipped_mode
 
 def test_decode_stream_continues_one_stream_across_calls(js: Page, shipped_model: ScalableCodec) -> None:
     """set_stream then decode_stream in pieces, as the two passes of a frequency context read one string."""
-    tables = tables_json(shipped_model.latent_model)
+    tables = tables_json(coding_tables(shipped_model))
     generator = np.random.default_rng(23)
     indexes = generator.integers(0, len(tables["lengths"]), 5000).astype(np.int32)
     symbols = generator.normal(0, 6, 5000).round().astype(np.int32)

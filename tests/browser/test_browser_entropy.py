@@ -17,14 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from compressai.entropy_models import EntropyBottleneck
 from playwright.sync_api import Page
 from torch.nn import functional as F
 
 from bench import processes
 from codec import container, exact, rans
 from codec.api import Decoder, encode, fresh_model
-from codec.coding import decode_layer
+from codec.coding import coding_tables, decode_layer
 from codec.model import CodecConfig, ScalableCodec, padded_size, quantized_scale_index
+from codec.symbol_tables import HISTORY_STATES
 from codec.web_export import CONVOLUTIONS, export_entropy_path
 from tests.harness import REPO
 from tests.legacy_files import version_2_file
@@ -127,11 +129,12 @@ def python_layers(model: ScalableCodec, data: bytes, tile_index: int) -> list[Py
     def recording_parameters(side_hat, state, exact_mode):
         scale_index, means = parameters(side_hat, state, exact_mode)
         captured["scale_index"], captured["means"] = scale_index.clone(), means.clone()
+        captured["contexts"] = model.latent_contexts(state, scale_index)
         return scale_index, means
 
-    def recording_decode(stream, indexes, entropy_model):
-        symbols = decode(stream, indexes, entropy_model)
-        which = "latent" if entropy_model is model.latent_model else "side"
+    def recording_decode(stream, indexes, table):
+        symbols = decode(stream, indexes, table)
+        which = "side" if isinstance(table, EntropyBottleneck) else "latent"
         captured[which], captured[f"{which}_indexes"] = symbols.clone(), indexes.clone()
         return symbols
 
@@ -144,7 +147,9 @@ def python_layers(model: ScalableCodec, data: bytes, tile_index: int) -> list[Py
                 captured.clear()
                 payload = container.tile_payload(header, data, layer, tile_index)
                 (checksum,) = decode_layer(model, [payload], state, header.version)
-                assert torch.equal(captured["latent_indexes"], quantized_scale_index(captured["scale_index"]))
+                scale_rows = quantized_scale_index(captured["scale_index"])
+                rows = model.coding_rows(layer - 1, captured["contexts"], scale_rows)
+                assert torch.equal(captured["latent_indexes"], rows)
                 layers.append(
                     PythonLayer(
                         side_symbols=captured["side"].reshape(-1).numpy(),
@@ -221,7 +226,10 @@ def test_the_export_holds_the_exact_parameters(
         medians = rans.side_medians(shipped_model.side_models[layer]).reshape(-1)
         assert torch.equal(torch.tensor(exported["side_medians"][layer], dtype=torch.float32), medians)
         assert exported["rans"]["side"][layer]["cdfs"] == rans.tables(shipped_model.side_models[layer]).cdfs
-    assert exported["rans"]["latent"]["cdfs"] == rans.tables(shipped_model.latent_model).cdfs
+    assert exported["rans"]["latent"]["cdfs"] == coding_tables(shipped_model).cdfs
+    rows = exported["latent_rows"]
+    assert rows["rows"] == shipped_model.latent_tables.rows.reshape(-1).tolist()
+    assert rows["bands"] == shipped_model.latent_bands.tolist() and rows["history_states"] == HISTORY_STATES
     text = json.dumps(exported, separators=(",", ":"))
     with capsys.disabled():
         print(
