@@ -73,6 +73,23 @@ def _post_filter_lines(model: ScalableCodec) -> list[str]:
     ]
 
 
+def _fitted_table_lines(model: ScalableCodec) -> list[str]:
+    if model.latent_tables is None:
+        return []
+    tables = model.latent_tables
+    fitted = int(tables.rows.ge(tables.scale_levels).sum())
+    counted = model.training_info.get("fitted_tables", {})
+    return [
+        f"Fitted latent tables (`codec/symbol_tables.py`, `python -m codec fit-tables`): {fitted:,} of the "
+        f"{tables.rows.numel():,} (layer, context, scale) cells code their latents with a CDF row counted on "
+        f"{counted.get('crops', '?')} training crops of {counted.get('crop_size', '?')}² instead of the "
+        "discretised Gaussian of the scale; the context is the coefficient's frequency band and what earlier "
+        "layers sent at its position and next to it. The symbols, and so the pictures, are those of the "
+        "Gaussian rows; only their code lengths differ.",
+        "",
+    ]
+
+
 def _post_filter_commands(model: ScalableCodec) -> list[str]:
     if model.post_filter is None:
         return []
@@ -100,7 +117,8 @@ def write_model_card(
     lines = [
         "# Model card: scalable RNN codec",
         "",
-        f"- **File**: `{weights.name}`, {weights.stat().st_size / 1e6:.1f} MB (float32 weights and the rANS tables)",
+        f"- **File**: `{weights.name}`, {weights.stat().st_size / 1e6:.1f} MB (float32 weights, the side models' "
+        f"rANS tables{' and the fitted latent tables' if model.latent_tables is not None else ''})",
         f"- **Model id**: `{model.model_id.hex()}` (written into every bitstream; files of other weights are refused)",
         f"- **Training steps**: {steps:,} ({hours:.1f} h of optimisation wall time)",
         f"- **Hardware**: {hardware or _cpu_name()}, torch {torch.__version__}",
@@ -120,6 +138,7 @@ def write_model_card(
         "the transpose lapped synthesis; the increment is added to the reconstruction.",
         "",
         *_post_filter_lines(model),
+        *_fitted_table_lines(model),
         "Inference codes the picture in independent 192² tiles (container version 3) and runs the analysis "
         "and synthesis networks in float32; the entropy parameters stay exact, so the rANS symbols are the "
         "same on every machine and pixels agree within ±1 (docs/format.md).",
@@ -162,6 +181,7 @@ def write_model_card(
         "python -m codec train --threads 2 --lambdas " + " ".join(f"{lam:g}" for lam in config.lambdas),
         "python -m codec export                     # .cache/train/checkpoint.pt -> weights/codec.pt",
         *_post_filter_commands(model),
+        *(["python -m codec fit-tables weights/codec.pt weights/codec.pt"] if model.latent_tables is not None else []),
         "python -m codec eval ../shared/data/kodak --out results",
         "python -m codec card                       # this file",
         "```",
