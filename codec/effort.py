@@ -14,7 +14,8 @@ class Effort:
     learning_rate: float
 
 
-# Measured on the shipped weights; bench/RESULTS.md has each level's BD-rate and encode time on Kodak.
+# Tuned on the shipped weights before their fitted tables; bench/RESULTS.md has each level's BD-rate and
+# encode time on Kodak now.
 EFFORTS: dict[int, Effort] = {1: Effort(0, 0.0), 2: Effort(10, 0.004), 3: Effort(30, 0.002)}
 DEFAULT_EFFORT = 1
 

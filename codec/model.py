@@ -540,7 +540,8 @@ class ScalableCodec(CompressionModel):
         rounded values with a straight-through gradient. The encoder-side
         search (`codec.search`) adds `latent_offsets[k]` to the analysis of
         layer k and asks for `rounded_rates`: the likelihoods of the rounded
-        symbols the coder will write, with straight-through gradients.
+        symbols the coder will write, with straight-through gradients (with fitted tables, what the tables
+        charge, and the gradient of their costs interpolated between symbols).
         """
         layers = layers or self.config.layers
         state = self.initial_state(image)
@@ -561,7 +562,11 @@ class ScalableCodec(CompressionModel):
                 first_symbols = exact.round_ste(latents - means) * first_pass_mask(self.config, latents)
                 scale_index, means = self.context_parameters(first_symbols, scale_index, means, state, False)
             latents_hat = exact.round_ste(latents - means) + means
-            if rounded_rates:
+            if rounded_rates and self.latent_tables is not None:
+                rows = self.coding_rows(k, self.latent_contexts(state, latents), quantized_scale_index(scale_index))
+                bits = self.latent_tables.symbol_bits(self.latent_model, rows, latents - means)
+                latent_likelihoods = torch.exp2(-bits)
+            elif rounded_rates:
                 likelihoods = self.latent_model._likelihood(latents_hat, scale_from_index(scale_index), means)
                 latent_likelihoods = self.latent_model.likelihood_lower_bound(likelihoods)
             else:

@@ -7,8 +7,13 @@ scalable loss of the tile, Σ_k (R_≤k + λ_k D_k), by gradient steps through
 the unrolled recurrence: a change in layer k is seen by the analysis of every
 later layer, as in the real encoder, so later layers code the residual that
 the search's layer k actually leaves. Rates are those of the rounded symbols
-(straight-through), so the loss the search lowers is the one the coder
-pays, up to the float entropy model standing in for the exact one.
+(straight-through), priced by the rows the coder uses (with fitted tables,
+`FittedLatentTables.symbol_bits`), so the loss the search lowers is the one the
+coder pays, up to the float entropy model standing in for the exact one.
+
+Most of what the search bought against the Gaussian rows (−3 % on Kodak) was
+zeroing symbols those rows overpriced; the fitted tables price them right at
+every effort, and the search is left with little (bench/RESULTS.md).
 
 Measured on the shipped weights (two 256² Kodak crops): the search has to
 offset the analysis, not replace it; free latents of all layers drift away

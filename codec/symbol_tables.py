@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from codec.rans import HasCdfTable
+from codec.rans_tables import PRECISION
 from codec.transforms import BLOCK, zigzag_frequencies
 
 # Bands are runs of zigzag diagonals (u + v): luma bands start at these diagonals, chroma bands
@@ -32,6 +34,10 @@ BANDS = len(LUMA_BAND_STARTS) + len(CHROMA_BAND_STARTS)
 # layer; there in the last layer.
 HISTORY_STATES = 4
 CONTEXTS = BANDS * HISTORY_STATES
+# The search prices symbols within -SPAN … SPAN of the mean (codec.fit_tables counts the same range).
+SPAN = 128
+# About what the coder's bypass adds to an escaped symbol (CompressAI writes its value in 4-bit groups).
+ESCAPE_BYPASS_BITS = 8.0
 
 
 def frequency_bands(luma: int, chroma: int) -> Tensor:
@@ -77,10 +83,51 @@ class FittedLatentTables(nn.Module):
         fitted, width = state_dict[prefix + "_quantized_cdf"].shape
         return cls(layers, scale_levels, fitted, width)
 
+    def symbol_bits(self, gaussian: HasCdfTable, rows: Tensor, values: Tensor) -> Tensor:
+        """What the coder pays for round(`values`) in `rows` (float, shaped like `values`), with the
+        gradient of the cost curve interpolated between whole symbols: the encoder's search (codec.search)
+        prices its moves with the tables the coder uses. `gaussian` holds the first `scale_levels` rows."""
+        costs = self._costs(gaussian).to(values.device)
+        rows = rows.long()
+        below = torch.floor(values.detach()).clamp(-SPAN, SPAN - 1)
+        fraction = values - below
+        low = costs[rows, below.long() + SPAN]
+        high = costs[rows, below.long() + SPAN + 1]
+        interpolated = low + fraction * (high - low)
+        exact = costs[rows, torch.round(values.detach()).clamp(-SPAN, SPAN).long() + SPAN]
+        return interpolated + (exact - interpolated).detach()
+
+    def _costs(self, gaussian: HasCdfTable) -> Tensor:
+        """Bits of every symbol in -SPAN … SPAN in every row (the Gaussian rows, then the fitted ones);
+        a symbol outside its row costs the escape and about 8 bypass bits. Built once per fit."""
+        key = (self._quantized_cdf.data_ptr(), self._quantized_cdf._version)
+        if getattr(self, "_cost_cache", (None,))[0] != key:
+            holders = [gaussian, self]
+            rows = [
+                _row_bits(cdf[:length].tolist(), offset)
+                for holder in holders
+                for cdf, length, offset in zip(
+                    holder._quantized_cdf, holder._cdf_length.tolist(), holder._offset.tolist(), strict=True
+                )
+            ]
+            self._cost_cache = (key, torch.stack(rows))
+        return self._cost_cache[1]
+
     def row_indexes(self, layer: int, contexts: Tensor, scale_rows: Tensor) -> Tensor:
         """The coding-table row of every latent (int32, shaped like `scale_rows`)."""
         table = self.rows[layer].reshape(-1).long()
         return table[contexts * self.scale_levels + scale_rows.long()].to(torch.int32)
+
+
+def _row_bits(cdf: list[int], offset: int) -> Tensor:
+    """One CDF row (CompressAI's layout: the last symbol is the escape) as bits per symbol in -SPAN … SPAN."""
+    probabilities = torch.tensor(cdf, dtype=torch.float64).diff() / 2**PRECISION
+    bits = -torch.log2(probabilities)
+    symbols = torch.arange(-SPAN, SPAN + 1)
+    values = symbols - offset
+    inside = (values >= 0) & (values < len(bits) - 1)
+    escape = bits[-1] + ESCAPE_BYPASS_BITS
+    return torch.where(inside, bits[values.clamp(0, len(bits) - 2)], escape).float()
 
 
 def latent_contexts(

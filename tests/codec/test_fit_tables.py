@@ -124,3 +124,26 @@ def test_the_fit_tables_command_writes_weights_that_load(tmp_path: Path, weights
     fitted = load_model(output)
     assert fitted.latent_tables is not None
     assert fitted.training_info["fitted_tables"] == {"crops": 8, "crop_size": 128}
+
+
+def test_the_search_prices_symbols_with_the_rows_the_coder_uses(fitted: ScalableCodec) -> None:
+    tables = fitted.latent_tables
+    table = rans.tables(fitted.latent_model, tables)
+    fitted_row = int(tables.rows.max())
+    rows = torch.tensor([fitted_row, fitted_row, fitted_row, 0, fitted_row])
+    values = torch.tensor([0.0, 1.0, -1.0, 0.0, 0.25], requires_grad=True)
+    bits = tables.symbol_bits(fitted.latent_model, rows, values)
+
+    def coder_bits(row: int, symbol: int) -> float:
+        value = symbol - table.offsets[row]
+        cdf = table.cdfs[row]
+        if not 0 <= value < len(cdf) - 2:
+            value = len(cdf) - 2  # the escape (its bypass bits come on top)
+        return -float(np.log2((cdf[value + 1] - cdf[value]) / 2**16))
+
+    expected = [coder_bits(fitted_row, 0), coder_bits(fitted_row, 1), coder_bits(fitted_row, -1), coder_bits(0, 0)]
+    assert torch.allclose(bits[:4], torch.tensor(expected), atol=1e-4)
+    assert bits[4].item() == pytest.approx(coder_bits(fitted_row, 0), abs=1e-4), "the rounded symbol's cost"
+    (gradient,) = torch.autograd.grad(bits[4], values)
+    slope = coder_bits(fitted_row, 1) - coder_bits(fitted_row, 0)
+    assert gradient[4].item() == pytest.approx(slope, abs=1e-4), "the cost curve's slope between symbols"
