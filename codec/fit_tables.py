@@ -71,6 +71,7 @@ def _fitted_row(counts: Tensor, gaussian_cdf: list[int], offset: int) -> tuple[l
 
 def build_tables(model: ScalableCodec, counts: SymbolCounts) -> FittedLatentTables:
     """A fitted row for every (layer, context, scale row) seen `MIN_SAMPLES` times, the Gaussian row elsewhere."""
+    model.update(force=False)  # the Gaussian rows, if a fresh model has none yet
     gaussian = rans.tables(model.latent_model)
     layers = counts.counts.shape[0]
     rows = torch.arange(SCALE_LEVELS, dtype=torch.int32).repeat(layers, CONTEXTS, 1)

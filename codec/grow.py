@@ -112,6 +112,8 @@ def grow_coefficients(model: ScalableCodec, luma: int, chroma: int, images: Tens
     state = model.state_dict()
     grown: dict[str, Tensor] = {}
     for name, tensor in state.items():
+        if name.startswith("latent_tables."):
+            continue  # fitted tables belong to the symbols they counted: fit the trained grown codec again
         if name in ("encoder.analysis.weight", "decoder.synthesis.weight"):
             wide = _widen(tensor, 0, kept, m)
             wide[added] = basis[added]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from codec.api import load_model
+from codec.fit_tables import fit_tables
 from codec.grow import grow_coefficients, synthesis_floor_psnr
 from codec.model import CodecConfig, ScalableCodec
 from codec.quality import PSNR_CAP
@@ -125,3 +126,12 @@ def test_the_grow_command_writes_weights_that_load(tmp_path: Path, weights_path:
     grown = load_model(output, runtime="torch")
     assert grown.config.latent_channels == 176 + 2 * 56
     assert grown.training_info["grown_from"] == load_model(weights_path, runtime="torch").model_id.hex()
+
+
+def test_growing_leaves_fitted_tables_behind() -> None:
+    """Fitted tables were counted on the old codec's symbols: the grown codec is fitted again after training."""
+    old = trained_looking(SMALL)
+    with torch.no_grad():
+        old.latent_tables = fit_tables(old, images(2))
+        assert old.latent_tables is not None
+        assert grow_coefficients(old, 56, 16, images(2)).latent_tables is None
