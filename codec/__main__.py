@@ -186,12 +186,12 @@ def cmd_fit_tables(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     with torch.no_grad():
         model.latent_tables = fit_tables(model, crops)
-    fitted = model.latent_tables.rows.ge(model.latent_tables.scale_levels).sum().item()
     info = {**model.training_info, "fitted_tables": {"crops": args.count, "crop_size": args.crop_size}}
     save_weights(model, Path(args.output), info)
+    tables = model.latent_tables
     print(
-        f"{args.output}: {model.latent_tables._cdf_length.numel()} fitted rows code {fitted} of "
-        f"{model.latent_tables.rows.numel()} (layer, context, scale) cells; "
+        f"{args.output}: {tables._cdf_length.numel()} fitted rows code {tables.fitted_cells} of "
+        f"{tables.rows.numel()} (layer, context, scale) cells; "
         f"{args.count} crops counted in {time.perf_counter() - started:.0f} s"
     )
 

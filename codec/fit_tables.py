@@ -18,9 +18,8 @@ from codec.model import SCALE_LEVELS, ScalableCodec
 from codec.rans_tables import PRECISION
 from codec.symbol_tables import CONTEXTS, SPAN, FittedLatentTables
 
-# Symbols are counted in -SPAN … SPAN (the ends also hold everything beyond); a Gaussian row
-# reaching further keeps its Gaussian.
-# A row needs this many samples to be fitted.
+# Symbols are counted in -SPAN … SPAN (the ends also hold everything beyond); a Gaussian row reaching
+# further keeps its Gaussian. A row needs this many samples to be fitted.
 MIN_SAMPLES = 1000
 # The Gaussian row's weight in a fitted row, in samples: it keeps every symbol codable.
 PRIOR_SAMPLES = 16.0

@@ -450,7 +450,7 @@ class ScalableCodec(CompressionModel):
     def latent_contexts(self, state: RecurrentState, like: Tensor) -> Tensor:
         """Every latent's context for the fitted tables (`codec.symbol_tables`): its band and what
         earlier layers sent there. Call before `synthesise` moves the history on."""
-        return latent_contexts(self.latent_bands.cpu(), state.previous_magnitudes, state.significance, like)
+        return latent_contexts(self.latent_bands, state.previous_magnitudes, state.significance, like)
 
     def coding_rows(self, layer: int, contexts: Tensor, scale_rows: Tensor) -> Tensor:
         """The coding-table row of every latent: its scale's Gaussian row, or with fitted tables the
@@ -578,9 +578,11 @@ class ScalableCodec(CompressionModel):
     def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True):
         """Also a state without the latent model's coding tables, which weights files leave out:
         they follow from the fixed `scale_table()` alone and are rebuilt here. Fitted tables in the
-        state are taken in at their stored size."""
-        fitted = "latent_tables.rows" in state_dict
-        self.latent_tables = FittedLatentTables.like_state(state_dict, "latent_tables.") if fitted else None
+        state are taken in at their stored size; a strict load without them leaves the model without."""
+        if "latent_tables.rows" in state_dict:
+            self.latent_tables = FittedLatentTables.like_state(state_dict, "latent_tables.")
+        elif strict:
+            self.latent_tables = None
         if any(name not in state_dict for name in DERIVED_TABLES):
             self.latent_model.update_scale_table(scale_table(), force=True)
             rebuilt = {name: getattr(self.latent_model, name.split(".")[1]) for name in DERIVED_TABLES}

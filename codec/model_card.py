@@ -77,7 +77,7 @@ def _fitted_table_lines(model: ScalableCodec) -> list[str]:
     if model.latent_tables is None:
         return []
     tables = model.latent_tables
-    fitted = int(tables.rows.ge(tables.scale_levels).sum())
+    fitted = tables.fitted_cells
     counted = model.training_info.get("fitted_tables", {})
     return [
         f"Fitted latent tables (`codec/symbol_tables.py`, `python -m codec fit-tables`): {fitted:,} of the "

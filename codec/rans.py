@@ -8,7 +8,7 @@ The bytes are those of CompressAI's coder (`compressai.ans`: a 64-bit state reno
 
 CompressAI's `compress` and `decompress` also turn the whole CDF table into Python lists on every call
 (64 rows, each padded to the longest, 3,133 entries); here the rows are cut to their own lengths, which
-is all the coder reads, and kept per entropy model.
+is all the coder reads, and kept per entropy model (or per set of them joined into one table).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ except ImportError:  # built without a C compiler: CompressAI's coder
 
 @dataclass(frozen=True)
 class CdfTables:
-    """An entropy model's CDF rows, cut to their lengths: as lists (CompressAI's binding) and flat int32
-    arrays (`codec._rans`: row r at cdf[starts[r]:starts[r] + lengths[r]])."""
+    """The CDF rows of one entropy model (or of several joined), cut to their lengths: as lists (CompressAI's
+    binding) and flat int32 arrays (`codec._rans`: row r at cdf[starts[r]:starts[r] + lengths[r]])."""
 
     cdfs: list[list[int]]
     lengths: list[int]
@@ -51,7 +51,8 @@ STATE_BYTES = 8
 
 
 class HasCdfTable(Protocol):
-    """CompressAI's CDF layout: an entropy model after `update()`, or `codec.symbol_tables.FittedLatentTables`."""
+    """CompressAI's CDF layout: an entropy model after `update()`, or `codec.symbol_tables.FittedLatentTables`
+    (whose row numbers count on from the Gaussian rows: join it after them, `tables(latent_model, fitted)`)."""
 
     _quantized_cdf: Tensor
     _cdf_length: Tensor
@@ -64,7 +65,9 @@ _TABLES: WeakKeyDictionary[HasCdfTable, tuple[tuple, CdfTables]] = WeakKeyDictio
 def tables(*holders: HasCdfTable) -> CdfTables:
     """The holders' CDF rows in turn, as one table (one holder: its own); rebuilt when `update()` or a
     new fit has replaced or changed any of them."""
-    version = tuple((id(h), h._quantized_cdf.data_ptr(), h._quantized_cdf._version) for h in holders)
+    version = tuple(
+        (id(h), *((t.data_ptr(), t._version) for t in (h._quantized_cdf, h._cdf_length, h._offset))) for h in holders
+    )
     cached = _TABLES.get(holders[-1])
     if cached is not None and cached[0] == version:
         return cached[1]

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from codec import rans
 from codec.rans import HasCdfTable
 from codec.rans_tables import PRECISION
 from codec.transforms import BLOCK, zigzag_frequencies
@@ -53,10 +54,10 @@ def history_states(previous_magnitudes: Tensor | None, significance: Tensor | No
     """The history state (0 … HISTORY_STATES - 1) of every latent, int64 shaped like `like`, from
     the recurrent state's integer history (None before the first layer)."""
     if significance is None or previous_magnitudes is None:
-        return torch.zeros(like.shape, dtype=torch.int64)
-    significance = significance.cpu()
+        return torch.zeros(like.shape, dtype=torch.int64, device=like.device)
+    significance = significance.to(like.device)
     near = F.max_pool2d(significance.double(), 3, stride=1, padding=1) > 0
-    sent = torch.where(previous_magnitudes.cpu() > 0, 3, 2)
+    sent = torch.where(previous_magnitudes.to(like.device) > 0, 3, 2)
     return torch.where(significance > 0, sent, near.long()).long()
 
 
@@ -87,7 +88,7 @@ class FittedLatentTables(nn.Module):
         """What the coder pays for round(`values`) in `rows` (float, shaped like `values`), with the
         gradient of the cost curve interpolated between whole symbols: the encoder's search (codec.search)
         prices its moves with the tables the coder uses. `gaussian` holds the first `scale_levels` rows."""
-        costs = self._costs(gaussian).to(values.device)
+        costs = self._costs(gaussian, values.device)
         rows = rows.long()
         below = torch.floor(values.detach()).clamp(-SPAN, SPAN - 1)
         fraction = values - below
@@ -97,26 +98,26 @@ class FittedLatentTables(nn.Module):
         exact = costs[rows, torch.round(values.detach()).clamp(-SPAN, SPAN).long() + SPAN]
         return interpolated + (exact - interpolated).detach()
 
-    def _costs(self, gaussian: HasCdfTable) -> Tensor:
-        """Bits of every symbol in -SPAN … SPAN in every row (the Gaussian rows, then the fitted ones);
-        a symbol outside its row costs the escape and about 8 bypass bits. Built once per fit."""
-        key = (self._quantized_cdf.data_ptr(), self._quantized_cdf._version)
-        if getattr(self, "_cost_cache", (None,))[0] != key:
-            holders = [gaussian, self]
-            rows = [
-                _row_bits(cdf[:length].tolist(), offset)
-                for holder in holders
-                for cdf, length, offset in zip(
-                    holder._quantized_cdf, holder._cdf_length.tolist(), holder._offset.tolist(), strict=True
-                )
-            ]
-            self._cost_cache = (key, torch.stack(rows))
-        return self._cost_cache[1]
+    def _costs(self, gaussian: HasCdfTable, device: torch.device) -> Tensor:
+        """Bits of every symbol in -SPAN … SPAN in every row of the coding table (`rans.tables`: the
+        Gaussian rows, then the fitted ones); a symbol outside its row costs the escape and about 8
+        bypass bits. Built once per table and device."""
+        table = rans.tables(gaussian, self)
+        cached = getattr(self, "_cost_cache", None)
+        if cached is None or cached[0] is not table or cached[1] != device:
+            costs = torch.stack([_row_bits(cdf, offset) for cdf, offset in zip(table.cdfs, table.offsets, strict=True)])
+            self._cost_cache = (table, device, costs.to(device))
+        return self._cost_cache[2]
+
+    @property
+    def fitted_cells(self) -> int:
+        """How many (layer, context, scale) cells code with a fitted row."""
+        return int(self.rows.ge(self.scale_levels).sum())
 
     def row_indexes(self, layer: int, contexts: Tensor, scale_rows: Tensor) -> Tensor:
         """The coding-table row of every latent (int32, shaped like `scale_rows`)."""
-        table = self.rows[layer].reshape(-1).long()
-        return table[contexts * self.scale_levels + scale_rows.long()].to(torch.int32)
+        table = self.rows[layer].reshape(-1).long().to(contexts.device)
+        return table[contexts * self.scale_levels + scale_rows.long().to(contexts.device)].to(torch.int32)
 
 
 def _row_bits(cdf: list[int], offset: int) -> Tensor:
@@ -133,6 +134,7 @@ def _row_bits(cdf: list[int], offset: int) -> Tensor:
 def latent_contexts(
     bands: Tensor, previous_magnitudes: Tensor | None, significance: Tensor | None, like: Tensor
 ) -> Tensor:
-    """Band and history state of every latent as one context index, int64 shaped like `like` (N, C, h, w)."""
+    """Band and history state of every latent as one context index, int64 shaped like `like` (N, C, h, w),
+    on its device."""
     history = history_states(previous_magnitudes, significance, like)
-    return bands[None, :, None, None] * HISTORY_STATES + history
+    return bands.to(like.device)[None, :, None, None] * HISTORY_STATES + history

@@ -312,7 +312,8 @@ export class TileEntropyState {
    * ScalableCodec.entropy_parameters(side_hat, state, exact_mode=True) then quantized_scale_index, for
    * layer `this.layer + 1`, from its side symbols (Int32Array, (side_channels, h/64, w/64)). Updates the
    * hyper-decoder state. Returns {scaleIndexes: Int32Array (the CDF row of every latent, (C, h/16, w/16)
-   * order), means: Float64Array, scaleIndex: Float64Array (before rounding)}.
+   * order: its scale's row, or with fitted tables the row `LatentRows` maps it to), means: Float64Array,
+   * scaleIndex: Float64Array (before rounding)}.
    */
   nextLayer(sideSymbols) {
     const path = this.path;
@@ -397,6 +398,12 @@ export class TileEntropyState {
 class LatentRows {
   constructor(json, path, tableRows) {
     const { bands, history_states: historyStates, rows } = json;
+    if (historyStates !== HISTORY_STATES) {
+      throw new EntropyPathError(`latent_rows: ${historyStates} history states; this decoder knows ${HISTORY_STATES}`);
+    }
+    if (tableRows < path.scaleLevels) {
+      throw new EntropyPathError(`${tableRows} latent CDF rows, fewer than the ${path.scaleLevels} Gaussian rows`);
+    }
     const contexts = rows.length / (path.layers * path.scaleLevels);
     if (bands.length !== path.latentChannels || !Number.isInteger(contexts)) {
       throw new EntropyPathError(`latent_rows: ${bands.length} bands, ${rows.length} rows`);
@@ -434,6 +441,9 @@ class LatentRows {
     }
   }
 }
+
+// codec.symbol_tables.HISTORY_STATES: what `historyState` tells apart.
+const HISTORY_STATES = 4;
 
 /**
  * codec.symbol_tables.history_states of one latent: 3 sent in the last layer, 2 sent before but not in the
