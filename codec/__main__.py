@@ -139,11 +139,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         init_weights=Path(args.init_weights) if args.init_weights else None,
         post_filter_channels=args.post_filter,
+        filter_tile_size=args.filter_tile_size,
         context_channels=args.context,
         first_layer_rate_weight=args.first_layer_rate_weight,
     )
     if settings.post_filter_channels and settings.init_weights is None and not args.resume:
         raise SystemExit("--post-filter trains on a frozen codec: pass --init-weights weights/codec.pt")
+    tile = settings.filter_tile_size
+    if tile and (not settings.post_filter_channels or settings.crop_size % tile):
+        raise SystemExit("--filter-tile-size needs --post-filter and must divide --crop-size")
     Trainer(settings).run()
 
 
@@ -309,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="CHANNELS",
         help="train only a post-filter of this width on the frozen codec of --init-weights",
+    )
+    p.add_argument(
+        "--filter-tile-size",
+        type=int,
+        default=0,
+        metavar="SIDE",
+        help="with --post-filter: code each crop as tiles of this side, filtered assembled (a divisor of --crop-size)",
     )
     p.add_argument(
         "--context",

@@ -51,6 +51,9 @@ class TrainSettings:
     init_weights: Path | None = None
     # > 0: train only a post-filter of this width on the frozen codec of `init_weights`
     post_filter_channels: int = 0
+    # > 0, with a post-filter: the codec codes each crop as tiles of this side and the filter sees
+    # them assembled, across the tile borders, as the decoder shows a picture
+    filter_tile_size: int = 0
     # extra weight on the first layer's rate, which λ_1 alone does not move
     first_layer_rate_weight: float = 0.0
     # > 0: add a two-pass frequency context of this width to the codec of `init_weights`
@@ -100,9 +103,25 @@ def shown_pictures(model: ScalableCodec, outputs: list[LayerOutput]) -> list[Ten
     return [model.shown_picture(o.reconstruction, k) for k, o in enumerate(outputs, start=1)]
 
 
-def post_filter_loss(model: ScalableCodec, outputs: list[LayerOutput], image: Tensor) -> Tensor:
+def post_filter_loss(model: ScalableCodec, reconstructions: list[Tensor], image: Tensor) -> Tensor:
     """Mean over layers of log MSE of the shown picture: the mean PSNR gain, every layer alike."""
-    return torch.stack([torch.log((s - image).square().mean()) for s in shown_pictures(model, outputs)]).mean()
+    shown = [model.shown_picture(r, k) for k, r in enumerate(reconstructions, start=1)]
+    return torch.stack([torch.log((s - image).square().mean()) for s in shown]).mean()
+
+
+def as_tiles(images: Tensor, side: int) -> Tensor:
+    """(N, 3, H, W) to its tiles of side x side in raster order, (N * H/side * W/side, 3, side, side)."""
+    n, c, height, width = images.shape
+    tiles = images.reshape(n, c, height // side, side, width // side, side).permute(0, 2, 4, 1, 3, 5)
+    return tiles.reshape(-1, c, side, side)
+
+
+def from_tiles(tiles: Tensor, height: int, width: int) -> Tensor:
+    """`as_tiles` undone: the tiles of pictures height x width assembled, (N, 3, height, width)."""
+    _, c, side, _ = tiles.shape
+    rows, columns = height // side, width // side
+    pictures = tiles.reshape(-1, rows, columns, c, side, side).permute(0, 3, 1, 4, 2, 5)
+    return pictures.reshape(-1, c, height, width)
 
 
 class Trainer:
@@ -242,25 +261,36 @@ class Trainer:
         self.model.eval()
         image = self.sampler.batch(self.settings.batch).to(self.device)
         with torch.no_grad():
-            outputs = self.model(image, self.settings.layers)
-        loss = post_filter_loss(self.model, outputs, image)
+            outputs, reconstructions = self._coded(image, self.settings.layers)
+        loss = post_filter_loss(self.model, reconstructions, image)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         pixels = image.shape[0] * image.shape[2] * image.shape[3]
         return {"loss": loss.item(), "bpp": sum(r.item() for r in layer_rates(outputs, pixels))}
 
+    def _coded(self, image: Tensor, layers: int | None = None) -> tuple[list[LayerOutput], list[Tensor]]:
+        """The codec's layers of `image` and the reconstruction after each, as the post-filter sees it:
+        with `filter_tile_size` the crops are coded as tiles and the reconstructions assembled."""
+        side = self.settings.filter_tile_size
+        if not side:
+            outputs = self.model(image, layers)
+            return outputs, [o.reconstruction for o in outputs]
+        outputs = self.model(as_tiles(image, side), layers)
+        height, width = image.shape[2:]
+        return outputs, [from_tiles(o.reconstruction, height, width) for o in outputs]
+
     @torch.no_grad()
     def validate(self) -> dict:
         """Estimated bpp and PSNR per layer on the fixed validation crops."""
         self.model.eval()
-        outputs = self.model(self.validation)
+        outputs, reconstructions = self._coded(self.validation)
         pixels = self.validation.shape[0] * self.validation.shape[2] * self.validation.shape[3]
         rates = layer_rates(outputs, pixels)
         row, cumulative = {}, 0.0
-        for k, (rate, out) in enumerate(zip(rates, outputs), start=1):
+        for k, (rate, reconstruction) in enumerate(zip(rates, reconstructions), start=1):
             cumulative += rate.item()
-            shown = self.model.shown_picture(out.reconstruction, k)
+            shown = self.model.shown_picture(reconstruction, k)
             mse = (shown.clamp(0, 1) - self.validation).square().mean().item() * 255.0**2
             row[f"bpp{k}"] = round(cumulative, 4)
             row[f"psnr{k}"] = round(psnr_from_mse(mse), 3)

@@ -15,7 +15,15 @@ import torch
 
 from codec.api import Decoder, encode, load_model
 from codec.model import CodecConfig, LayerOutput
-from codec.train import Trainer, TrainSettings, export_weights, post_filter_loss, rate_distortion_loss
+from codec.train import (
+    Trainer,
+    TrainSettings,
+    as_tiles,
+    export_weights,
+    from_tiles,
+    post_filter_loss,
+    rate_distortion_loss,
+)
 
 from .conftest import natural_image
 
@@ -161,19 +169,52 @@ def test_a_post_filter_trains_alone_on_the_frozen_codec(tmp_path: Path, crop_ban
     image = trainer.sampler.batch(4)
     with torch.no_grad():
         outputs = trainer.model.eval()(image)
-        loss_before = post_filter_loss(trainer.model, outputs, image).item()
+        loss_before = post_filter_loss(trainer.model, [o.reconstruction for o in outputs], image).item()
     trainer.run()
     after = _parameters(trainer)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith("post_filter.") for name in moved), moved
     with torch.no_grad():
-        assert post_filter_loss(trainer.model, trainer.model.eval()(image), image).item() < loss_before
+        reconstructions = [o.reconstruction for o in trainer.model.eval()(image)]
+        assert post_filter_loss(trainer.model, reconstructions, image).item() < loss_before
     filtered = load_model(export_weights(settings.checkpoint, tmp_path / "filtered.pt"))
     plain = load_model(codec_weights)
     assert filtered.post_filter is not None and plain.post_filter is None
     assert filtered.model_id == plain.model_id
     data = encode(natural_image(40, 56), plain)
     assert Decoder(data, filtered).decode(2).shape == (40, 56, 3)
+
+
+def test_crops_split_into_tiles_in_raster_order_and_assemble_again() -> None:
+    images = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    tiles = as_tiles(images, 4)
+    assert tiles.shape == (12, 3, 4, 4)
+    assert torch.equal(tiles[1], images[0, :, 0:4, 4:8]) and torch.equal(tiles[10], images[1, :, 4:8, 4:8])
+    assert torch.equal(from_tiles(tiles, 8, 12), images)
+
+
+def test_a_post_filter_trained_on_tiles_sees_them_assembled(tmp_path: Path) -> None:
+    """With `filter_tile_size` the codec codes each crop's tiles alone and the filter learns on the
+    assembled picture; the codec stays frozen."""
+    torch.set_num_threads(1)
+    crop_bank = tmp_path / "large-crops.npy"
+    np.save(crop_bank, np.stack([natural_image(128, 128, seed=s) for s in range(3)]))
+    Trainer(settings_for(tmp_path, crop_bank, steps=1, name="codec")).run()
+    codec_weights = export_weights(tmp_path / "codec.pt", tmp_path / "codec-weights.pt")
+    settings = settings_for(tmp_path, crop_bank, steps=2, name="tiled")
+    settings.config, settings.init_weights, settings.post_filter_channels = None, codec_weights, 8
+    settings.crop_size, settings.filter_tile_size = 128, 64
+    trainer = Trainer(settings)
+    image = trainer.sampler.batch(2)
+    outputs, reconstructions = trainer._coded(image)
+    tiles = trainer.model(as_tiles(image, 64))
+    assert outputs[0].reconstruction.shape == (2 * 4, 3, 64, 64) and reconstructions[0].shape == image.shape
+    assert torch.allclose(reconstructions[0], from_tiles(tiles[0].reconstruction, *image.shape[2:]))
+    before = _parameters(trainer)
+    trainer.run()
+    after = _parameters(trainer)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith("post_filter.") for name in moved), moved
 
 
 def test_a_codec_with_a_post_filter_trains_with_it_against_the_picture_shown(tmp_path: Path, crop_bank: Path) -> None:
