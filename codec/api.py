@@ -24,6 +24,7 @@ from codec import container
 from codec.coding import decode_layer, encode_layer, to_pixels
 from codec.effort import DEFAULT_EFFORT, check_effort
 from codec.errors import InvalidImageError, ModelMismatchError, TruncatedLayerError, WeightsError
+from codec.filter_windows import HALO, assemble, filter_windows, tile_part
 from codec.imageio import read_image
 from codec.model import (
     DERIVED_TABLES,
@@ -387,19 +388,52 @@ class Decoder:
         visit: LayerVisit | None = None,
     ) -> None:
         """`place(tile, picture)` for each of `tiles` with its shown picture after `layers` layers: from the
-        picture cache, else decoded in batches of tiles that share a padded size and a layer, so that each
-        layer's networks run once per batch. The layer asked for is cached, within its budget; the layers
-        passed through on the way are made into pictures (and cached) only for `visit`: with a post-filter
-        a picture costs about as much as the layer's synthesis, and a region decoded from scratch at layer
-        6 would pay it six times. A batch's pictures are placed as it finishes, so memory follows the
-        batch, not the picture."""
+        picture cache, else filtered in windows of the assembled picture (`codec.filter_windows`: the
+        post-filter reaches across tile borders, so a window takes in its neighbours' edges too). A
+        window's tiles are decoded first, in batches that share a padded size and a layer. The layer
+        asked for is cached, within its budget; the layers passed through on the way are made into
+        pictures (and cached) only for `visit`: a picture costs about as much as the layer's synthesis,
+        and a region decoded from scratch at layer 6 would pay it six times. Pictures are placed window
+        by window, and a tile's reconstructions are kept only while a later window needs them, so memory
+        follows the window, not the picture."""
+        missing = []
+        for tile in tiles:
+            if (cached := self._pictures.get((tile.index, layers))) is not None:
+                place(tile, cached)
+            else:
+                missing.append(tile)
+        halo = HALO if self.model.post_filter is not None else 0
+        windows = filter_windows(self.header.tiles, missing, halo, BATCH_PIXELS)
+        last_use = {tile.index: number for number, window in enumerate(windows) for tile in window.sources}
+        shown_layers = range(1, layers + 1) if visit is not None else range(layers, layers + 1)
+        reconstructions: dict[int, dict[int, torch.Tensor]] = {}  # tile -> layer -> padded reconstruction
+        for number, window in enumerate(windows):
+            needed = [tile for tile in window.sources if tile.index not in reconstructions]
+            reconstructions.update(self._reconstructions(needed, layers, every_layer=visit is not None))
+            for layer in shown_layers:
+                picture = assemble(window, {tile.index: reconstructions[tile.index][layer] for tile in window.sources})
+                shown = self.model.shown_picture(picture, layer)
+                for tile in window.tiles:
+                    pixels = to_pixels(tile_part(shown, window, tile), tile.height, tile.width).cpu().numpy()
+                    self._pictures.put((tile.index, layer), pixels)
+                    if visit is not None:
+                        visit(tile, layer, pixels)
+                    if layer == layers:
+                        place(tile, pixels)
+            for tile in window.sources:
+                if last_use[tile.index] == number:
+                    del reconstructions[tile.index]
+
+    def _reconstructions(
+        self, tiles: list[container.Tile], layers: int, every_layer: bool
+    ) -> dict[int, dict[int, torch.Tensor]]:
+        """Each tile's padded reconstruction (1, 3, h, w) after `layers` layers (and after every layer
+        before, if `every_layer`), by tile and layer: continued from a held state where one is at or
+        below `layers`, else decoded from the first layer; the states are held afterwards."""
         header = self.header
         groups: dict[tuple[int, int, int], list[container.Tile]] = {}
         held: dict[int, RecurrentState] = {}  # the states to continue from (new ones are made per batch)
         for tile in tiles:
-            if (cached := self._pictures.get((tile.index, layers))) is not None:
-                place(tile, cached)
-                continue
             state = self._states.get(tile.index)
             start = 0
             if state is not None and state.layer <= layers:
@@ -407,6 +441,7 @@ class Decoder:
                 start = state.layer
             groups.setdefault((*padded_size(tile.height, tile.width), start), []).append(tile)
         like = next(self.model.parameters())
+        found: dict[int, dict[int, torch.Tensor]] = {tile.index: {} for tile in tiles}
         for (height, width, _), group in groups.items():
             for batch in tile_batches(group):
                 state = stack_states(
@@ -416,26 +451,20 @@ class Decoder:
                         for tile in batch
                     ]
                 )  # fmt: skip
-                if state.layer == layers:  # held at this layer, its pictures dropped from the cache
-                    last = _tile_pixels(self.model.shown_picture(state.reconstruction, layers), batch)
                 while state.layer < layers:
                     layer = state.layer + 1
                     payloads = [container.tile_payload(header, self._data, layer, tile.index) for tile in batch]
                     checksums = decode_layer(self.model, payloads, state, header.version)
                     self.iterations += len(batch)
-                    for tile, checksum in zip(batch, checksums, strict=True):
+                    for i, (tile, checksum) in enumerate(zip(batch, checksums, strict=True)):
                         self._symbol_checksums[(layer, tile.index)] = checksum
-                    if layer < layers and visit is None:
-                        continue
-                    last = _tile_pixels(self.model.shown_picture(state.reconstruction, layer), batch)
-                    for tile, picture in zip(batch, last, strict=True):
-                        self._pictures.put((tile.index, layer), picture)
-                        if visit is not None:
-                            visit(tile, layer, picture)
-                for tile, picture in zip(batch, last, strict=True):
-                    place(tile, picture)
+                        if every_layer:
+                            found[tile.index][layer] = state.reconstruction[i : i + 1]
+                for i, tile in enumerate(batch):
+                    found[tile.index][layers] = state.reconstruction[i : i + 1]
                 for tile, tile_state in zip(batch, split_state(state), strict=True):
                     self._hold(tile.index, tile_state)
+        return found
 
     def _hold(self, index: int, state: RecurrentState) -> None:
         """Keep `state` as the most recently used; drop the oldest others beyond the budget."""
@@ -445,13 +474,6 @@ class Decoder:
         while len(self._states) > 1 and sum(self._state_bytes.values()) > self.state_budget:
             oldest, _ = self._states.popitem(last=False)
             del self._state_bytes[oldest]
-
-
-def _tile_pixels(shown: torch.Tensor, batch: list[container.Tile]) -> list[np.ndarray]:
-    """A batch's shown pictures (N, 3, H, W) to each tile's 8-bit pixels, cropped to the tile."""
-    return [
-        to_pixels(shown[index : index + 1], tile.height, tile.width).cpu().numpy() for index, tile in enumerate(batch)
-    ]
 
 
 class _PictureCache:

@@ -37,6 +37,13 @@ class PostFilter(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
+    @property
+    def reach(self) -> int:
+        """How many pixels away an input pixel can change an output pixel: one folded position per
+        3x3 convolution, and the rest of the 2x2 group."""
+        convolutions = len(self.body) + 2
+        return convolutions * GROUP + GROUP - 1
+
     def forward(self, reconstruction: Tensor, layer: int) -> Tensor:
         """`layer` counts from 0: the filter of the picture after layer `layer + 1`."""
         x = F.pixel_unshuffle(reconstruction, GROUP)
@@ -50,8 +57,8 @@ class PostFilter(nn.Module):
 def block_phase(folded: Tensor) -> Tensor:
     """One-hot row and column position inside the block grid, shaped like `folded` (N, 2*PHASES, h, w).
 
-    Tiles start at multiples of the block size, so the phase is the same
-    whether a tile is filtered alone or as part of the picture.
+    Tiles and the decoder's filter windows (codec.filter_windows) start at
+    multiples of the block size, so the phase is that of the whole picture.
     """
     n, _, height, width = folded.shape
     rows = F.one_hot(torch.arange(height, device=folded.device) % PHASES, PHASES).t()[:, :, None]

@@ -3,6 +3,7 @@
 // decoded. Each file opened replaces the one before.
 
 import { composeLayer } from "./picture.js";
+import { tileWindows } from "./windows.js";
 
 // A WebAssembly module that uses a SIMD instruction: the decoder's kernel (kernel.js) is SIMD.
 const SIMD_PROBE = new Uint8Array([
@@ -91,6 +92,7 @@ export class WorkerDecoder {
       fed: new Array(count).fill(0), // per worker: feeds it is through (each handles them in order)
       resolved: 0, // feeds resolved
       parts: new Map(), // layer -> the shares' messages so far
+      reconstructed: new Map(), // layer -> the shares' reconstructed tiles so far (with a post-filter)
       failure: null,
       shown: Promise.resolve(),
     };
@@ -116,7 +118,15 @@ export class WorkerDecoder {
   receive(share, data) {
     const file = this.file;
     if (!file || data.id !== file.id) return; // a file replaced meanwhile
-    if (data.type === "layer") {
+    if (data.type === "reconstructed") {
+      const shares = file.reconstructed.get(data.layer) ?? [];
+      shares.push({ share, tiles: data.reconstructed });
+      file.reconstructed.set(data.layer, shares);
+      if (shares.length === this.workers.length) {
+        file.reconstructed.delete(data.layer);
+        this.filter(file, data.layer, shares);
+      }
+    } else if (data.type === "layer") {
       const parts = file.parts.get(data.layer) ?? [];
       parts.push(data);
       file.parts.set(data.layer, parts);
@@ -133,6 +143,15 @@ export class WorkerDecoder {
       }
     } else if (data.type === "error") {
       file.shown.then(() => this.fail(data));
+    }
+  }
+
+  /** Hand each worker the filter's windows of its tiles, assembled from every share's reconstructions. */
+  filter(file, layer, shares) {
+    const windows = tileWindows(shares.flatMap(({ tiles }) => tiles));
+    for (const { share, tiles } of shares) {
+      const mine = tiles.map((tile) => windows.get(tile.index));
+      this.workers[share].postMessage({ type: "filter", id: file.id, layer, windows: mine }, mine.map((w) => w.data.buffer));
     }
   }
 

@@ -73,7 +73,10 @@ export class PictureDecoder {
   /**
    * Decode the next layer of the tiles this decoder owns: {layer, width, height (the picture's), tiles:
    * [{index, x, y, width, height, rgba (the tile's pixels), checksum (its symbols' CRC-32)}], entropyMs,
-   * synthesisMs, totalMs}; `composeLayer` puts the tiles of every share together. Throws a CodecError
+   * synthesisMs, totalMs}; `composeLayer` puts the tiles of every share together. With a post-filter
+   * there are no `tiles` yet but `reconstructed`: [{index, x, y, width, height, paddedWidth,
+   * paddedHeight, reconstruction, checksum}], each tile's padded reconstruction (a copy), for the page to
+   * assemble the filter's windows from every share's (windows.js) and `showLayer` to filter. Throws a CodecError
    * (ChecksumError, CorruptLayerError, TruncatedLayerError) naming the layer; the CRCs are checked before
    * any state moves, and after an error the decoder decodes nothing more.
    */
@@ -109,14 +112,41 @@ export class PictureDecoder {
     });
     const entropyMs = performance.now() - started;
     this.synthesis.synthesise(decoded.map(({ tile, latents }) => ({ state: tile.synthesis, latents })));
+    this.layersDecoded = layer;
+    const timing = { layer, width: header.width, height: header.height, entropyMs };
+    if (this.synthesis.postFilter) {
+      // the filter reads across tile borders: the page assembles each tile's window (windows.js) and
+      // `showLayer` filters it
+      const tiles = decoded.map(({ tile: { place, synthesis }, checksum }) => {
+        const { index, x, y, width, height } = place;
+        const { width: paddedWidth, height: paddedHeight } = synthesis;
+        return { index, x, y, width, height, paddedWidth, paddedHeight, reconstruction: synthesis.reconstruction.slice(), checksum };
+      });
+      const totalMs = performance.now() - started;
+      return { ...timing, reconstructed: tiles, synthesisMs: totalMs - entropyMs, totalMs };
+    }
     const tiles = decoded.map(({ tile: { place, synthesis }, checksum }) => {
       const { index, x, y, width, height } = place;
-      const rgba = tilePixels(this.synthesis.shownPicture(synthesis), synthesis, place);
+      const rgba = tilePixels(synthesis.reconstruction, synthesis, place);
       return { index, x, y, width, height, rgba, checksum };
     });
-    this.layersDecoded = layer;
     const totalMs = performance.now() - started;
-    return { layer, width: header.width, height: header.height, tiles, entropyMs, synthesisMs: totalMs - entropyMs, totalMs };
+    return { ...timing, tiles, synthesisMs: totalMs - entropyMs, totalMs };
+  }
+
+  /**
+   * The pictures shown after `layer` of the tiles this decoder owns, from their windows of the assembled
+   * picture (windows.js, each {index, x, y, width, height, data}) and the `reconstructed` tiles the layer
+   * gave ([{index, x, y, width, height, checksum}]): [{index, x, y, width, height, rgba, checksum}].
+   */
+  showLayer(layer, windows, reconstructed) {
+    const byIndex = new Map(windows.map((window) => [window.index, window]));
+    return reconstructed.map(({ index, x, y, width, height, checksum }) => {
+      const window = byIndex.get(index);
+      const shown = this.synthesis.postFilter.shown(window.data, window.height, window.width, layer);
+      const rgba = tilePixels(shown, window, { width, height }, x - window.x, y - window.y);
+      return { index, x, y, width, height, rgba, checksum };
+    });
   }
 }
 

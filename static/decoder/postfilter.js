@@ -2,11 +2,12 @@
 // `synthesis-weights.bin`. It changes only the picture shown, never the running reconstruction the next
 // layer refines, so the symbols do not depend on it and its pixels follow the ±1 contract of the synthesis.
 //
-// The network runs on a tile's padded reconstruction at half resolution (2x2 pixels folded into 12
-// channels): a 3x3 head over the folded pixels and a one-hot of each position's row and column inside the
-// 16x16 block grid, with a per-layer bias, ReLU; 3x3 convolutions with ReLU; a 3x3 tail back to the 12
-// folded channels, unfolded and added to the reconstruction. The block-grid part of the head depends only
-// on the tile's size, so it is computed once per size (with the head's bias) and added, not convolved.
+// The network runs on a window of the assembled picture (windows.js) at half resolution (2x2 pixels
+// folded into 12 channels): a 3x3 head over the folded pixels and a one-hot of each position's row and
+// column inside the 16x16 block grid, with a per-layer bias, ReLU; 3x3 convolutions with ReLU; a 3x3 tail
+// back to the 12 folded channels, unfolded and added to the reconstruction. The block-grid part of the
+// head depends only on the window's size (windows start on the block grid), so it is computed once per
+// size (with the head's bias) and added, not convolved.
 
 import { allChannels, biasedConvolution, placedWeights } from "./kernel.js";
 
@@ -71,8 +72,8 @@ export class PostFilter {
   }
 
   /**
-   * The picture shown after layer `layer` (from 1) of a tile whose padded reconstruction (3, height,
-   * width; both even) is `reconstruction`: a new Float32Array of the same shape.
+   * The picture shown after layer `layer` (from 1) of a window of the assembled picture (3, height,
+   * width; both even; on the block grid) that is `reconstruction`: a new Float32Array of the same shape.
    */
   shown(reconstruction, height, width, layer) {
     const h = height / GROUP;
@@ -88,7 +89,7 @@ export class PostFilter {
     return unfoldAdded(reconstruction, correction, height, width);
   }
 
-  /** The head's block-grid part with its bias for a (h, w) half-resolution tile, made once per size. */
+  /** The head's block-grid part with its bias for a (h, w) half-resolution window, made once per size. */
   blockGridPart(h, w) {
     const key = `${h}x${w}`;
     if (!this.blockGrid.has(key)) {

@@ -4,7 +4,8 @@
 // (codec/web_export.py): a recurrent refiner at 1/16 (a 1x1 reduction, a ConvLSTM cell, a 3x3 expansion)
 // and the lapped synthesis (every latent position's 32x32 patch of basis images, overlapped by 16). The
 // convolutions run in kernel.js's float32 SIMD product; the rest is plain JavaScript.
-// When the weights have a post-filter (postfilter.js), `shownPicture` passes each tile's picture through it.
+// When the weights have a post-filter (postfilter.js), the picture shown is filtered in windows across the
+// tile borders (windows.js, picture.js).
 //
 // This is float arithmetic, not the exact grid: its pixels agree with Python's within ±1 (the contract of
 // docs/format.md, Determinism), while the symbols, which come from the exact path, are identical.
@@ -109,15 +110,6 @@ export class Synthesis {
   }
 
   /**
-   * The picture a viewer sees of a tile (codec.model.ScalableCodec.shown_picture): its padded
-   * reconstruction, through the post-filter when the model has one.
-   */
-  shownPicture(state) {
-    if (!this.postFilter) return state.reconstruction;
-    return this.postFilter.shown(state.reconstruction, state.height, state.width, state.layer);
-  }
-
-  /**
    * Add the next layer's increment to every tile in `tiles` ([{state, latents}], all at the same layer),
    * `latents` the Float64Array (C, h/16, w/16) of symbols + means. Updates each state in place.
    */
@@ -214,18 +206,19 @@ function addScaled(reconstruction, increment, gain) {
 }
 
 /**
- * codec.coding.to_pixels for one tile: round(clamp(r, 0, 1) * 255) of the top-left (tile.width x
- * tile.height) of its padded shown picture (`Synthesis.shownPicture`), as RGBA (Uint8ClampedArray). A Uint8ClampedArray stores a
- * number clamped to 0..255 and rounded halves to even, as torch rounds; r * 255 is rounded to float32
- * first, as torch computes it (clamping before or after the product gives the same bytes).
+ * codec.coding.to_pixels for one tile: round(clamp(r, 0, 1) * 255) of the (tile.width x tile.height)
+ * part at (`left`, `top`) of a picture `picture` of size {height, width} (3 planes: a tile's padded
+ * reconstruction, or a filter window's shown picture), as RGBA (Uint8ClampedArray). A Uint8ClampedArray
+ * stores a number clamped to 0..255 and rounded halves to even, as torch rounds; r * 255 is rounded to
+ * float32 first, as torch computes it (clamping before or after the product gives the same bytes).
  */
-export function tilePixels(picture, state, tile) {
-  const { height: paddedHeight, width: paddedWidth } = state;
-  const plane = paddedHeight * paddedWidth;
+export function tilePixels(picture, size, tile, left = 0, top = 0) {
+  const { height: pictureHeight, width: pictureWidth } = size;
+  const plane = pictureHeight * pictureWidth;
   const rgba = new Uint8ClampedArray(4 * tile.width * tile.height).fill(255); // alpha
   for (let channel = 0; channel < 3; channel++) {
     for (let row = 0; row < tile.height; row++) {
-      const source = channel * plane + row * paddedWidth;
+      const source = channel * plane + (top + row) * pictureWidth + left;
       const target = 4 * row * tile.width + channel;
       for (let column = 0; column < tile.width; column++) {
         rgba[target + 4 * column] = Math.fround(picture[source + column] * 255);

@@ -12,8 +12,14 @@
 //                                                          failed, fetch them here)
 //               {type: "open", id, models, share, count}  a new file; `models` is the URL of /decoder/models/
 //               {type: "bytes", id, bytes}                 the next bytes of that file (an ArrayBuffer)
+//               {type: "filter", id, layer, windows}       with a post-filter: the windows of this share's tiles
+//                                                          (windows.js), assembled by the page from every share's
+//                                                          "reconstructed" tiles of that layer
 // Messages out: {type: "layer", id, layer, width, height, tiles, entropyMs, synthesisMs, totalMs, backend}
 //                                                          one decoded layer of this share (tiles' rgba transferred)
+//               {type: "reconstructed", id, layer, width, height, reconstructed, entropyMs, synthesisMs, totalMs}
+//                                                          with a post-filter, first: the tiles' padded
+//                                                          reconstructions (transferred); "layer" follows "filter"
 //               {type: "fed", id, layersDecoded}           every complete layer of the bytes so far is out
 //               {type: "error", id, name, message, layer}  nothing more is decoded for this file
 
@@ -29,7 +35,7 @@ const models = new Map(); // model id -> Promise<{entropyPath, synthesis}>
 // both kernels compiled and warmed (kernel.js) while the model's files travel
 productKernel("f64");
 productKernel("f32");
-let file = null; // {id, models, decoder, pending: Uint8Array[], failed}
+let file = null; // {id, models, decoder, pending: Uint8Array[], failed, replaced, filtering: Map layer -> {layer, resolve}}
 let work = Promise.resolve(); // messages are handled one after another
 
 async function fetched(url, as) {
@@ -71,11 +77,40 @@ async function feed(id, bytes) {
     bytes = joined;
   }
   file.decoder.feed(bytes);
-  while (file.decoder.layersDecoded < file.decoder.layersAvailable) {
+  const filtered = [];
+  while (!file.failed && !file.replaced && file.decoder.layersDecoded < file.decoder.layersAvailable) {
     const layer = await file.decoder.decodeNextLayer();
-    self.postMessage({ type: "layer", id, backend: BACKEND, ...layer }, layer.tiles.map((tile) => tile.rgba.buffer));
+    if (layer.reconstructed) {
+      filtered.push(new Promise((resolve) => file.filtering.set(layer.layer, { layer, resolve })));
+      const buffers = layer.reconstructed.map((tile) => tile.reconstruction.buffer);
+      self.postMessage({ type: "reconstructed", id, ...layer }, buffers);
+      await new Promise((resolve) => setTimeout(resolve, 0)); // let the page's "filter" in between layers
+    } else {
+      self.postMessage({ type: "layer", id, backend: BACKEND, ...layer }, layer.tiles.map((tile) => tile.rgba.buffer));
+    }
   }
+  await Promise.all(filtered);
   self.postMessage({ type: "fed", id, layersDecoded: file.decoder.layersDecoded });
+}
+
+/** Filter this share's tiles of a layer in the windows the page assembled, and hand the layer out. */
+function filter({ id, layer: number, windows }) {
+  const waiting = file?.id === id ? file.filtering.get(number) : undefined;
+  if (!waiting) return;
+  file.filtering.delete(number);
+  const started = performance.now();
+  const { layer } = waiting;
+  try {
+    const tiles = file.decoder.showLayer(number, windows, layer.reconstructed);
+    const filterMs = performance.now() - started;
+    const { width, height, entropyMs } = layer;
+    const shown = { layer: number, width, height, tiles, entropyMs, synthesisMs: layer.synthesisMs + filterMs, totalMs: layer.totalMs + filterMs };
+    self.postMessage({ type: "layer", id, backend: BACKEND, ...shown }, tiles.map((tile) => tile.rgba.buffer));
+  } catch (error) {
+    file.failed = true;
+    self.postMessage({ type: "error", id, name: error.name, message: error.message, layer: number });
+  }
+  waiting.resolve();
 }
 
 function concatenated(parts) {
@@ -102,10 +137,20 @@ self.onmessage = ({ data }) => {
     promisedFiles.delete(data.modelId);
     return;
   }
+  if (data.type === "filter") {
+    filter(data); // outside the queue: the feed that decoded the layer waits for it
+    return;
+  }
+  if (data.type === "open" && file) {
+    // a feed of the file replaced may wait for windows that will not come: it stops
+    file.replaced = true;
+    for (const { resolve } of file.filtering.values()) resolve();
+    file.filtering.clear();
+  }
   work = work.then(async () => {
     if (data.type === "open") {
       const { id, models: base, share, count } = data;
-      file = { id, models: base, share, count, decoder: null, pending: [], failed: false };
+      file = { id, models: base, share, count, decoder: null, pending: [], failed: false, filtering: new Map() };
       return;
     }
     try {
