@@ -185,6 +185,28 @@ def test_a_post_filter_trains_alone_on_the_frozen_codec(tmp_path: Path, crop_ban
     assert Decoder(data, filtered).decode(2).shape == (40, 56, 3)
 
 
+def test_bfloat16_products_train_float32_weights(tmp_path: Path, crop_bank: Path) -> None:
+    """`precision="bfloat16"` runs the forward passes under autocast: the weights and the optimiser stay
+    float32, the loss is that of float32 within bfloat16's rounding, and the weights move."""
+    torch.set_num_threads(1)
+    settings = settings_for(tmp_path, crop_bank, steps=2, name="bf16")
+    settings.precision = "bfloat16"
+    trainer = Trainer(settings)
+    before = _parameters(trainer)
+    image = trainer.sampler.batch(2)
+    trainer.model.eval()
+    with torch.no_grad():
+        plain = rate_distortion_loss(trainer.model(image), image, TINY.lambdas, "mse")[0].item()
+        with trainer._precision():
+            outputs = trainer.model(image)
+        narrow = rate_distortion_loss(outputs, image, TINY.lambdas, "mse")[0].item()
+    assert narrow == pytest.approx(plain, rel=0.02)
+    trainer.run()
+    after = _parameters(trainer)
+    assert all(tensor.dtype == torch.float32 for tensor in after.values() if tensor.is_floating_point())
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
 def test_crops_split_into_tiles_in_raster_order_and_assemble_again() -> None:
     images = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
     tiles = as_tiles(images, 4)
