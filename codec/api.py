@@ -249,7 +249,7 @@ def encode(
 Region = tuple[int, int, int, int]
 # visit(tile, n, picture): a tile's shown picture (its own height x width x 3, uint8) after layer n
 LayerVisit = Callable[[container.Tile, int, np.ndarray], None]
-# The recurrent states a Decoder keeps: about 2 MB per 192x192 tile, so a
+# The recurrent states a Decoder keeps: about 3.5 MB per 256x256 tile, so a
 # 16 MP picture's tiles all fit and a 100 MP one decodes in bounded memory.
 DEFAULT_STATE_BUDGET = 1 << 30
 # Shown pictures of every layer decoded (8-bit): 6 layers of a 12 MP picture.

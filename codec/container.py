@@ -39,7 +39,7 @@ TILE_ALIGNMENT = 64  # tile sides are multiples of the side-information stride
 MAX_TILES = 1 << 16
 # The encoder's tile side: memory follows it, and a region decodes only the
 # tiles it touches. Chosen by its rate cost on Kodak (docs/format.md).
-DEFAULT_TILE_SIZE = 192
+DEFAULT_TILE_SIZE = 256
 
 # magic, version, flags, header size, model id, width, height, layer count
 _FIXED = struct.Struct("<4sBBH16sIIB")

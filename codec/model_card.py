@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from codec.container import DEFAULT_TILE_SIZE
 from codec.model import ScalableCodec, count_macs_per_pixel
 
 
@@ -139,7 +140,8 @@ def write_model_card(
         "",
         *_post_filter_lines(model),
         *_fitted_table_lines(model),
-        "Inference codes the picture in independent 192² tiles (container version 3) and runs the analysis "
+        f"Inference codes the picture in independent {DEFAULT_TILE_SIZE}² tiles (container version 3), shows it "
+        "post-filtered across the tile borders, and runs the analysis "
         "and synthesis networks in float32; the entropy parameters stay exact, so the rANS symbols are the "
         "same on every machine and pixels agree within ±1 (docs/format.md).",
         "",

@@ -1,5 +1,6 @@
-// The deep-zoom page: OpenSeadragon reads the image's IIIF info.json and asks for 192² tiles at the
-// scale it shows, each from /iiif/3/{id}/...; the server decodes only the codec tiles a request touches.
+// The deep-zoom page: OpenSeadragon reads the image's IIIF info.json and asks for tiles of the codec's
+// tile size at the scale it shows, each from /iiif/3/{id}/...; the server decodes only the codec tiles a
+// request touches and those next to them (the post-filter reads across tile borders).
 import { accessKey } from "./api.js";
 
 const imageId = location.pathname.split("/").filter(Boolean).pop();

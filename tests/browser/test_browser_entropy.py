@@ -181,8 +181,9 @@ def exported(shipped_model: ScalableCodec) -> dict:
 
 @pytest.fixture(scope="module")
 def kodak_file(shipped_model: ScalableCodec) -> bytes:
-    """kodim23's centre with the shipped weights: 2x2 tiles of 192 (the lower two 192x64), 6 layers."""
-    return encode(KODAK_PICTURE, shipped_model)
+    """kodim23's centre with the shipped weights: 2x2 tiles of 192 (the lower two 192x64: an edge tile of
+    each kind), 6 layers."""
+    return encode(KODAK_PICTURE, shipped_model, tile_size=192)
 
 
 @pytest.fixture(scope="module")

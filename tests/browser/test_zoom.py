@@ -72,7 +72,7 @@ TINY = CodecConfig(
     layers=2, luma_coefficients=16, chroma_coefficients=4, rnn_channels=8, hyper_channels=8,
     history_channels=4, side_channels=4, lambdas=(0.001, 0.01),
 )  # fmt: skip
-BIG = (8448, 6016)  # 50.8 MP: 44 x 32 codec tiles of 192²
+BIG = (8448, 6016)  # 50.8 MP: 33 x 24 codec tiles of 256²
 
 
 def big_picture(width: int, height: int) -> bytes:

@@ -46,17 +46,17 @@ def damaged_png() -> bytes:
 
 def test_an_upload_answers_202_and_its_job_ends_with_the_image(tmp_path: Path, weights_path: Path) -> None:
     with running(tmp_path, weights_path) as client:
-        accepted = post(client, make_image(400, 200))  # 3 x 2 tiles of 192
+        accepted = post(client, make_image(400, 200))  # 2 x 1 tiles of 256
         assert accepted.status_code == 202, accepted.text
         job = accepted.json()
         assert accepted.headers["location"] == job["urls"]["job"] == f"/jobs/{job['id']}"
         assert job["state"] in ("queued", "running") and job["image"] is None and job["error"] is None
-        assert job["progress"]["total"] == 6 * 6
+        assert job["progress"]["total"] == 2 * 6
         seen = poll(client, job["urls"]["job"])
         states = [document["state"] for document in seen]
         assert states == sorted(states, key=JOB_STATES.index), states  # never goes back
         done = [document["progress"]["done"] for document in seen]
-        assert done == sorted(done) and done[-1] == 36
+        assert done == sorted(done) and done[-1] == 2 * 6
         final = seen[-1]
         assert final["state"] == "done" and final["error"] is None
         info = client.get(f"/image/{final['image_id']}/info").json()
@@ -137,7 +137,7 @@ def test_jobs_cut_off_by_a_stop_read_as_failed_after_a_restart(tmp_path: Path) -
 @pytest.mark.timeout(300)
 def test_a_kill_9_mid_encode_leaves_a_failed_job_and_no_image(server_factory: ServerFactory) -> None:
     server = server_factory.start({"CODEC_SERVER_WRITE_KEY": WRITE_KEY})
-    big = make_image(1600, 1200, noise=True)  # 63 tiles x 6 layers: seconds of work
+    big = make_image(1600, 1200, noise=True)  # 35 tiles x 6 layers: seconds of work
     job = httpx.post(f"{server.url}/encode", files={"file": ("a.png", big, "image/png")}, headers=AUTH, timeout=60)
     assert job.status_code == 202
     path = f"{server.url}{job.json()['urls']['job']}"
