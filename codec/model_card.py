@@ -103,7 +103,8 @@ def _post_filter_commands(model: ScalableCodec) -> list[str]:
         "# then across tile borders: cp .cache/pf/checkpoint.pt .cache/pft/checkpoint.pt and",
         f"python -m codec train --post-filter {model.config.post_filter_channels} --crop-size 256 "
         "--filter-tile-size 128 --batch 4 --checkpoint .cache/pft/checkpoint.pt --log .cache/pft/log.csv "
-        "--lr 2e-4 --threads 1 --steps 29000 --resume",
+        "--lr 2e-4 --threads 1 --steps 28900 --resume",
+        "# ... then the same with --lr 5e-5 to --steps 30100",
         "python -m codec export .cache/pft/checkpoint.pt weights/codec.pt",
     ]
 
