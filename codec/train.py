@@ -179,8 +179,9 @@ class Trainer:
             self.model.initialise_scales(self.sampler.batch(4 * settings.batch).to(self.device))
         self.validation = None
         if settings.validation_dir is not None:
-            paths = [settings.validation_dir / name for name in VALIDATION_IMAGES]
-            self.validation = center_crops([p for p in paths if p.exists()], 256).to(self.device)
+            # a clone without ../shared trains without the validation rows of the log
+            paths = [path for name in VALIDATION_IMAGES if (path := settings.validation_dir / name).exists()]
+            self.validation = center_crops(paths, 256).to(self.device) if paths else None
         self._stop_requested = False
 
     def _parameter_groups(self) -> tuple[list, list, list, list]:
