@@ -122,7 +122,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise SystemExit(f"no crop bank at {args.crops}: run `python -m codec crops` first")
     if not args.resume and Path(args.checkpoint).exists():
         raise SystemExit(f"{args.checkpoint} exists: pass --resume to continue it, or choose another path")
+    config = None
+    if args.transform:
+        if args.resume or args.init_weights:
+            raise SystemExit("--transform starts a fresh run: a checkpoint or weights file keeps its own transform")
+        from codec.model import FRESH_COEFFICIENTS, CodecConfig
+
+        if args.transform not in FRESH_COEFFICIENTS:
+            raise SystemExit(f"--transform is one of {', '.join(sorted(FRESH_COEFFICIENTS))}")
+        luma, chroma = FRESH_COEFFICIENTS[args.transform]
+        config = CodecConfig(transform=args.transform, luma_coefficients=luma, chroma_coefficients=chroma)
     settings = TrainSettings(
+        config=config,
         crops=Path(args.crops),
         checkpoint=Path(args.checkpoint),
         log=Path(args.log),
@@ -328,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="CHANNELS",
         help="add a two-pass frequency context of this width to the codec of --init-weights",
+    )
+    p.add_argument(
+        "--transform",
+        help="a fresh run's transform: lapped (the default: 160 luma + 2x48 chroma coefficients a block) "
+        "or wavelet (a CDF 9/7 in four levels: 256 + 2x64)",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument(

@@ -71,7 +71,7 @@ _DISPLAY_ONLY_CONFIG = ("post_filter_channels",)
 _DISPLAY_ONLY_WEIGHTS = "post_filter."
 # Options added after weights were published, at their value of "off": left
 # out of the model id, so those weights keep their id and their files decode.
-_LATER_OPTIONS_OFF = {"context_channels": 0}
+_LATER_OPTIONS_OFF = {"context_channels": 0, "transform": "lapped"}
 
 
 def _model_id(model: ScalableCodec) -> bytes:

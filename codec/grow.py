@@ -101,6 +101,8 @@ def grow_coefficients(model: ScalableCodec, luma: int, chroma: int, images: Tens
     old = model.config
     if model.context is not None:
         raise ValueError("grow a codec without a frequency context")
+    if old.transform != "lapped":
+        raise ValueError("only the lapped transform grows by further DCT frequencies")
     if luma < old.luma_coefficients or chroma < old.chroma_coefficients:
         raise ValueError("growing never removes coefficients")
     if max(luma, chroma) > BLOCK * BLOCK:

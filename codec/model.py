@@ -37,6 +37,7 @@ from codec.layers import ConvLSTMCell, LSTMState, conv3x3
 from codec.postfilter import PostFilter
 from codec.symbol_tables import FittedLatentTables, frequency_bands, latent_contexts
 from codec.transforms import LappedAnalysis, LappedSynthesis
+from codec.wavelet import WaveletAnalysis, WaveletSynthesis, check_coefficient_counts
 
 if TYPE_CHECKING:
     from codec.onnx_runtime import InferenceNetworks
@@ -56,6 +57,13 @@ INITIAL_LATENT_GAIN = 5.0
 RESIDUAL_GAIN_PER_LAYER = 1.5
 # Symbol magnitudes above this count as this in the history features.
 HISTORY_MAGNITUDE_LIMIT = 8.0
+# the codec's transforms by name: (analysis, synthesis)
+TRANSFORMS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "lapped": (LappedAnalysis, LappedSynthesis),
+    "wavelet": (WaveletAnalysis, WaveletSynthesis),
+}
+# what a fresh training run keeps of each transform: (luma, chroma) coefficients per 16x16 block
+FRESH_COEFFICIENTS = {"lapped": (160, 48), "wavelet": (256, 64)}
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,8 @@ class CodecConfig:
     """Everything needed to rebuild the network; stored with the weights."""
 
     layers: int = 6
-    luma_coefficients: int = 160
-    chroma_coefficients: int = 48
+    luma_coefficients: int = FRESH_COEFFICIENTS["lapped"][0]
+    chroma_coefficients: int = FRESH_COEFFICIENTS["lapped"][1]
     rnn_channels: int = 96
     hyper_channels: int = 64
     history_channels: int = 32
@@ -74,12 +82,19 @@ class CodecConfig:
     post_filter_channels: int = 0
     # 0: one pass per layer; > 0: a two-pass frequency context this wide
     context_channels: int = 0
+    # "lapped": 32x32 bases at stride 16 (codec.transforms); "wavelet": a fixed CDF 9/7 in four
+    # levels (codec.wavelet), whose coefficient counts end whole levels
+    transform: str = "lapped"
 
     def __post_init__(self) -> None:
         if len(self.lambdas) != self.layers:
             raise ValueError("one lambda per layer is required")
         if list(self.lambdas) != sorted(self.lambdas):
             raise ValueError("lambdas must rise with the layer index")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {sorted(TRANSFORMS)}")
+        if self.transform == "wavelet":
+            check_coefficient_counts(self.luma_coefficients, self.chroma_coefficients)
 
     @property
     def latent_channels(self) -> int:
@@ -128,7 +143,7 @@ class ResidualEncoder(nn.Module):
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
-        self.analysis = LappedAnalysis(config.luma_coefficients, config.chroma_coefficients)
+        self.analysis = TRANSFORMS[config.transform][0](config.luma_coefficients, config.chroma_coefficients)
         self.refiner = RecurrentRefiner(config.latent_channels, config.rnn_channels)
 
     def forward(self, residual: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
@@ -141,7 +156,7 @@ class ResidualDecoder(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         self.refiner = RecurrentRefiner(config.latent_channels, config.rnn_channels)
-        self.synthesis = LappedSynthesis(config.luma_coefficients, config.chroma_coefficients)
+        self.synthesis = TRANSFORMS[config.transform][1](config.luma_coefficients, config.chroma_coefficients)
 
     def forward(self, latents: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
         coefficients, state = self.refiner(latents, state)

@@ -10,7 +10,8 @@ anyway (docs/format.md, Determinism). Training and the encoder-side search need 
 the torch modules: `ScalableCodec` asks for these networks only when no gradient is being recorded.
 
 The lapped transforms export as a strided convolution and its transpose, the same sums as the
-unfold + matmul that torch runs faster; ONNX Runtime has both, and so does its web build.
+unfold + matmul that torch runs faster; ONNX Runtime has both, and so does its web build. The
+wavelet (codec/wavelet.py) exports as it runs: slices, sums and pixel (un)shuffles.
 Exports are cached on disk under the model id (`$CODEC_ONNX_CACHE`, default
 `~/.cache/scalable-codec/onnx`), so a process exports each model once; the post-filter's under a digest
 of its weights as well, since the model id leaves the filter out.
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from codec.layers import LSTMState
-from codec.transforms import BLOCK, PADDING
+from codec.transforms import BLOCK, PADDING, LappedAnalysis, LappedSynthesis
 
 CACHE_ENV = "CODEC_ONNX_CACHE"
 OPSET = 17
@@ -47,7 +48,11 @@ class _AnalysisGraph(nn.Module):
         self.encoder = encoder
 
     def forward(self, residual: Tensor, hidden: Tensor, cell: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        coefficients = F.conv2d(residual, self.encoder.analysis.weight, stride=BLOCK, padding=PADDING)
+        analysis = self.encoder.analysis
+        if isinstance(analysis, LappedAnalysis):
+            coefficients = F.conv2d(residual, analysis.weight, stride=BLOCK, padding=PADDING)
+        else:
+            coefficients = analysis(residual)
         latents, (hidden, cell) = self.encoder.refiner(coefficients, (hidden, cell))
         return latents, hidden, cell
 
@@ -61,7 +66,11 @@ class _SynthesisGraph(nn.Module):
 
     def forward(self, latents: Tensor, hidden: Tensor, cell: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         coefficients, (hidden, cell) = self.decoder.refiner(latents, (hidden, cell))
-        increment = F.conv_transpose2d(coefficients, self.decoder.synthesis.weight, stride=BLOCK, padding=PADDING)
+        synthesis = self.decoder.synthesis
+        if isinstance(synthesis, LappedSynthesis):
+            increment = F.conv_transpose2d(coefficients, synthesis.weight, stride=BLOCK, padding=PADDING)
+        else:
+            increment = synthesis(coefficients)
         return increment, hidden, cell
 
 

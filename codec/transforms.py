@@ -20,7 +20,7 @@ KERNEL = 32
 PADDING = (KERNEL - BLOCK) // 2
 
 # An orthonormal colour transform: luma, red-blue and green-magenta axes.
-_COLOUR = (
+COLOUR = (
     (1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)),
     (1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)),
     (1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)),
@@ -44,7 +44,7 @@ def dct_basis(luma: int, chroma: int) -> Tensor:
     """Basis images, shape (luma + 2*chroma, 3, KERNEL, KERNEL)."""
     dct = dct_matrix(BLOCK)
     frequencies = zigzag_frequencies(BLOCK)
-    colour = torch.tensor(_COLOUR, dtype=torch.float64)
+    colour = torch.tensor(COLOUR, dtype=torch.float64)
     basis = []
     for axis, count in ((0, luma), (1, chroma), (2, chroma)):
         for u, v in frequencies[:count]:

@@ -88,11 +88,16 @@ def _packed(values: Tensor, bits: int) -> dict:
 def export_entropy_path(model: ScalableCodec) -> dict:
     """What static/decoder/entropy.js needs to reproduce `entropy_parameters` in exact mode, then
     `quantized_scale_index`, for every layer, and to decode the side and latent strings: a
-    JSON-serialisable dict (`json.dumps` it as it is). Models with a frequency context are refused."""
+    JSON-serialisable dict (`json.dumps` it as it is). Models with a frequency context or a transform other
+    than the lapped one are refused."""
     config = model.config
     if config.context_channels:
         raise ValueError(
             f"the browser's decoder has no frequency context; this model has context_channels {config.context_channels}"
+        )
+    if config.transform != "lapped":
+        raise ValueError(
+            f"the browser's decoder runs the lapped synthesis only; this model's transform is {config.transform}"
         )
     model_id = getattr(model, "model_id", None)
     if model_id is None:

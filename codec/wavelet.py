@@ -1,0 +1,136 @@
+"""A fixed CDF 9/7 wavelet in four levels, as an alternative to the lapped 16x16 transform.
+
+JPEG 2000's edge over one 16x16 basis is its multi-scale support: smooth areas get the wide
+low-pass bases, edges the short high-pass ones. Four levels divide the picture by 16, so the
+coefficients line up on the lapped transform's 1/16 grid and everything after the transform
+(refiners, hyperprior, entropy coder) is unchanged.
+
+Each colour axis (the orthonormal axes of `codec.transforms.COLOUR`) gives 256 coefficients per
+16x16 block, ordered coarse to fine: LL4, HL4, LH4, HH4, then level 3's three bands (2x2 per
+block each), level 2's (4x4) and level 1's (8x8). A codec keeps the first `luma` of the luma axis
+and the first `chroma` of each chroma axis, so a count must end a whole level (`WAVELET_COUNTS`).
+The lifting steps (Daubechies and Sweldens) run on the tile alone with whole-sample symmetric
+extension, and are scaled so that the transform is close to orthonormal, like the lapped one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from codec.transforms import BLOCK, COLOUR
+
+LEVELS = 4
+assert 2**LEVELS == BLOCK
+# per colour axis: LL4 alone, then all of level 4, 3, 2 and 1
+WAVELET_COUNTS = (1, 4, 16, 64, 256)
+_ALPHA, _BETA, _GAMMA, _DELTA = -1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971
+_K = 1.230174104914001
+_LOW_GAIN, _HIGH_GAIN = math.sqrt(2) / _K, _K / math.sqrt(2)
+
+
+def _next(v: Tensor) -> Tensor:
+    return torch.cat([v[..., 1:], v[..., -1:]], -1)
+
+
+def _previous(v: Tensor) -> Tensor:
+    return torch.cat([v[..., :1], v[..., :-1]], -1)
+
+
+def _analyse_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """One level along the last axis: (low, high), each half as long."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    odd = odd + _ALPHA * (even + _next(even))
+    even = even + _BETA * (odd + _previous(odd))
+    odd = odd + _GAMMA * (even + _next(even))
+    even = even + _DELTA * (odd + _previous(odd))
+    return even * _LOW_GAIN, odd * _HIGH_GAIN
+
+
+def _synthesise_rows(low: Tensor, high: Tensor) -> Tensor:
+    even, odd = low / _LOW_GAIN, high / _HIGH_GAIN
+    even = even - _DELTA * (odd + _previous(odd))
+    odd = odd - _GAMMA * (even + _next(even))
+    even = even - _BETA * (odd + _previous(odd))
+    odd = odd - _ALPHA * (even + _next(even))
+    return torch.stack([even, odd], -1).flatten(-2)
+
+
+def _analyse_2d(x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    low, high = _analyse_rows(x)
+    ll, lh = _analyse_rows(low.transpose(-1, -2))
+    hl, hh = _analyse_rows(high.transpose(-1, -2))
+    return ll.transpose(-1, -2), (hl.transpose(-1, -2), lh.transpose(-1, -2), hh.transpose(-1, -2))
+
+
+def _synthesise_2d(ll: Tensor, bands: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    hl, lh, hh = bands
+    low = _synthesise_rows(ll.transpose(-1, -2), lh.transpose(-1, -2)).transpose(-1, -2)
+    high = _synthesise_rows(hl.transpose(-1, -2), hh.transpose(-1, -2)).transpose(-1, -2)
+    return _synthesise_rows(low, high)
+
+
+def check_coefficient_counts(luma: int, chroma: int) -> None:
+    if luma not in WAVELET_COUNTS or chroma not in WAVELET_COUNTS:
+        raise ValueError(f"a wavelet codec keeps whole levels: coefficient counts from {WAVELET_COUNTS}")
+
+
+class WaveletAnalysis(nn.Module):
+    """Image (3 channels) to wavelet coefficients at 1/16 resolution (the module docstring's order)."""
+
+    def __init__(self, luma: int, chroma: int) -> None:
+        super().__init__()
+        check_coefficient_counts(luma, chroma)
+        self.luma, self.chroma = luma, chroma
+        self.register_buffer("colour", torch.tensor(COLOUR, dtype=torch.float64), persistent=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        n, _, height, width = image.shape
+        x = torch.einsum("ij,njhw->nihw", self.colour.to(image), image)
+        levels = []
+        for _ in range(LEVELS):
+            x, bands = _analyse_2d(x)
+            levels.append(bands)
+        parts = [x[:, :, None]]
+        for level in reversed(range(LEVELS)):
+            factor = 2 ** (LEVELS - 1 - level)
+            for band in levels[level]:
+                packed = F.pixel_unshuffle(band, factor) if factor > 1 else band
+                parts.append(packed.reshape(n, 3, factor * factor, height // BLOCK, width // BLOCK))
+        axes = torch.cat(parts, 2)
+        return torch.cat([axes[:, 0, : self.luma], axes[:, 1, : self.chroma], axes[:, 2, : self.chroma]], 1)
+
+
+class WaveletSynthesis(nn.Module):
+    """Wavelet coefficients back to an image; the coefficients a codec does not keep are zero."""
+
+    def __init__(self, luma: int, chroma: int) -> None:
+        super().__init__()
+        check_coefficient_counts(luma, chroma)
+        self.luma, self.chroma = luma, chroma
+        self.register_buffer("colour", torch.tensor(COLOUR, dtype=torch.float64), persistent=False)
+
+    def forward(self, coefficients: Tensor) -> Tensor:
+        n, _, height, width = coefficients.shape
+        luma, chroma = self.luma, self.chroma
+        zeros = coefficients.new_zeros(n, BLOCK * BLOCK - chroma, height, width)
+        axes = [
+            F.pad(coefficients[:, :luma], (0, 0, 0, 0, 0, BLOCK * BLOCK - luma)),
+            torch.cat([coefficients[:, luma : luma + chroma], zeros], 1),
+            torch.cat([coefficients[:, luma + chroma :], zeros], 1),
+        ]
+        axes = torch.stack(axes, 1)
+        x = axes[:, :, 0]
+        at = 1
+        for level in reversed(range(LEVELS)):
+            factor = 2 ** (LEVELS - 1 - level)
+            bands = []
+            for _ in range(3):
+                packed = axes[:, :, at : at + factor * factor].reshape(n, 3 * factor * factor, height, width)
+                bands.append(F.pixel_shuffle(packed, factor) if factor > 1 else packed)
+                at += factor * factor
+            x = _synthesise_2d(x, (bands[0], bands[1], bands[2]))
+        return torch.einsum("ij,nihw->njhw", self.colour.to(x), x)

@@ -1,0 +1,97 @@
+"""The wavelet transform: perfect reconstruction, the coefficient order, and a wavelet codec end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec.api import Decoder, encode, fresh_model, load_model, save_weights
+from codec.model import CodecConfig
+from codec.quality import psnr
+from codec.wavelet import WaveletAnalysis, WaveletSynthesis
+from codec.web_export import export_entropy_path
+
+from .conftest import natural_image
+
+WAVELET = CodecConfig(
+    transform="wavelet",
+    layers=2,
+    luma_coefficients=64,
+    chroma_coefficients=16,
+    rnn_channels=8,
+    hyper_channels=8,
+    history_channels=4,
+    side_channels=4,
+    lambdas=(0.01, 0.04),
+)
+
+
+def test_all_coefficients_reconstruct_the_picture_and_keep_its_energy() -> None:
+    images = torch.rand(2, 3, 64, 96, dtype=torch.float64)
+    coefficients = WaveletAnalysis(256, 256)(images)
+    assert coefficients.shape == (2, 768, 4, 6)
+    assert torch.allclose(WaveletSynthesis(256, 256)(coefficients), images, atol=1e-12)
+    # close to orthonormal, so one quantization step suits every band
+    assert 0.97 < (coefficients.square().sum() / images.square().sum()).item() < 1.05
+
+
+def test_coefficients_run_coarse_to_fine_and_a_flat_picture_is_its_lowest_band_alone() -> None:
+    flat = torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64)[None, :, None, None].expand(1, 3, 32, 32)
+    coefficients = WaveletAnalysis(256, 256)(flat)
+    lowest = [0, 256, 512]
+    assert coefficients[:, lowest].abs().min() > 0.1
+    others = torch.ones(768, dtype=torch.bool)
+    others[lowest] = False
+    assert coefficients[:, others].abs().max() < 1e-9
+    # a smooth picture: levels 4 and 3 (the first 16 of an axis) hold most of what is not the mean
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    smooth = torch.sin(x / 9 + y / 13).expand(1, 3, 64, 64).double()
+    luma = WaveletAnalysis(256, 256)(smooth)[:, 1:256].square().sum(dim=(0, 2, 3))
+    assert luma[:15].sum() > 0.9 * luma.sum()
+
+
+def test_kept_coefficients_must_end_whole_levels() -> None:
+    with pytest.raises(ValueError, match="whole levels"):
+        CodecConfig(transform="wavelet", luma_coefficients=160, chroma_coefficients=48)
+    with pytest.raises(ValueError, match="transform must be one of"):
+        CodecConfig(transform="curvelet")
+
+
+def test_a_wavelet_codec_codes_alike_through_torch_and_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODEC_ONNX_CACHE", str(tmp_path / "onnx"))
+    path = tmp_path / "wavelet.pt"
+    save_weights(fresh_model(WAVELET, seed=4), path)
+    onnx, plain = load_model(path), load_model(path, runtime="torch")
+    assert onnx.model_id != load_model(runtime="torch").model_id
+    image = natural_image(80, 112)
+    data = encode(image, plain)
+    readers = [Decoder(data, reader) for reader in (onnx, plain)]
+    for n in range(1, WAVELET.layers + 1):
+        pictures = [reader.decode(n) for reader in readers]
+        assert readers[0].symbol_checksum(n) == readers[1].symbol_checksum(n)
+        assert np.abs(pictures[0].astype(int) - pictures[1].astype(int)).max() <= 1
+        assert psnr(image, pictures[0]) > 10  # decodes to the picture, not to noise
+
+
+def test_the_browser_decoder_export_refuses_a_wavelet_codec() -> None:
+    with pytest.raises(ValueError, match="lapped synthesis only"):
+        export_entropy_path(fresh_model(WAVELET))
+
+
+def test_train_starts_a_fresh_wavelet_run_without_validation_images_and_keeps_it_on_resume(tmp_path: Path) -> None:
+    bank = tmp_path / "crops.npy"
+    np.save(bank, np.stack([natural_image(96, 96, seed=s) for s in range(4)]))
+    common = ["--crops", str(bank), "--checkpoint", str(tmp_path / "run.pt"), "--log", str(tmp_path / "run.csv")]
+    common += ["--batch", "2", "--crop-size", "64", "--threads", "1", "--validation", str(tmp_path / "none")]
+    run = [sys.executable, "-m", "codec", "train", *common, "--steps", "1", "--transform", "wavelet"]
+    subprocess.run(run, check=True, capture_output=True, timeout=300)
+    saved = torch.load(tmp_path / "run.pt", map_location="cpu", weights_only=False)
+    assert saved["config"]["transform"] == "wavelet"
+    assert (saved["config"]["luma_coefficients"], saved["config"]["chroma_coefficients"]) == (256, 64)
+    again = subprocess.run([*run, "--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "keeps its own transform" in again.stderr
