@@ -15,10 +15,12 @@ import pytest
 from bench import browser as browser_bench
 from bench import cluster as cluster_bench
 from bench import codec as codec_bench
-from bench import codec_measure, codec_report, report
+from bench import codec_measure, codec_report, report, transforms_measure
 from bench import effort as effort_bench
 from bench import iiif as iiif_bench
 from bench import service as service_bench
+from bench import transforms as transforms_bench
+from codec.imageio import read_image
 from tests.harness import make_image
 
 FIGURE = r"\d+(\.\d+)? m?s"  # a duration as report.seconds writes it
@@ -233,6 +235,37 @@ def test_effort_benchmark_reports_every_level_beside_jpeg2000(tmp_path: Path, we
         assert len(row[2].split(" / ")) == 6 and len(row[3].split(" / ")) == 6, row  # every layer
         assert re.fullmatch(FIGURE, row[6]), row
     assert "2 images of images/: picture0, picture1" in text and "jpeg2000 (9/7, ICT)" in text
+
+
+def test_transform_benchmark_prices_both_transforms_beside_the_codec_and_jpeg2000(
+    tmp_path: Path, weights_path: Path
+) -> None:
+    results, images = tmp_path / "RESULTS.md", tmp_path / "images"
+    images.mkdir()
+    for index in range(2):
+        (images / f"picture{index}.png").write_bytes(make_image(192, 176, seed=index))
+    transforms_bench.main(
+        ["--images", str(images), "--torch-threads", "1", "--weights", str(weights_path), "--results", str(results)]
+    )
+    text = section(results.read_text(), "## Fixed transforms with an ideal simple coder")
+    bd = r"[+-]?\d+\.\d %|0|n/a"
+    for transform in transforms_measure.transforms():
+        alone, context = rows(text, transform)
+        assert alone[1] == "per channel" and context[1] == "per channel, neighbour context"
+        assert all(re.fullmatch(bd, cell) for cell in alone[2:4] + context[2:4]), (alone, context)
+    (ours,) = rows(text, "the learned codec (shipped weights, effort 1)")
+    assert len(ours) == 4 + 6, ours  # a PSNR column per layer
+    assert "2 images of images/: picture0, picture1" in text
+
+
+def test_a_neighbour_context_saves_bits_and_finer_steps_cost_bits_for_quality() -> None:
+    pixels = read_image(make_image(192, 176, seed=3))
+    for analysis, synthesis in transforms_measure.transforms().values():
+        coarse = transforms_measure.code_image(pixels, analysis, synthesis, 60.0)
+        fine = transforms_measure.code_image(pixels, analysis, synthesis, 15.0)
+        for alone, context, _ in (coarse, fine):
+            assert 0 < context < alone  # conditioning never raises the empirical entropy
+        assert fine[0] > coarse[0] and fine[2] > coarse[2] + 3
 
 
 def test_browser_benchmark_times_both_deliveries_and_every_layer(
