@@ -37,7 +37,7 @@ from codec.layers import ConvLSTMCell, LSTMState, conv3x3
 from codec.postfilter import PostFilter
 from codec.symbol_tables import FittedLatentTables, frequency_bands, latent_contexts
 from codec.transforms import LappedAnalysis, LappedSynthesis
-from codec.wavelet import WaveletAnalysis, WaveletSynthesis, check_coefficient_counts
+from codec.wavelet import WaveletAnalysis, WaveletSynthesis, check_coefficient_counts, checkerboard_channels
 
 if TYPE_CHECKING:
     from codec.onnx_runtime import InferenceNetworks
@@ -239,7 +239,11 @@ FIRST_PASS_CHROMA = 10
 
 
 def first_pass_mask(config: CodecConfig, like: Tensor) -> Tensor:
-    """True for the latent channels coded in the first pass, shape (1, C, 1, 1)."""
+    """True for the latent channels coded in the first pass, shape (1, C, 1, 1): each block's lowest
+    frequencies for the lapped transform, a checkerboard of every band for the wavelet."""
+    if config.transform == "wavelet":
+        mask = checkerboard_channels(config.luma_coefficients, config.chroma_coefficients).to(like.device)
+        return mask[None, :, None, None]
     mask = torch.zeros(config.latent_channels, dtype=torch.bool, device=like.device)
     mask[:FIRST_PASS_LUMA] = True
     for start in (config.luma_coefficients, config.luma_coefficients + config.chroma_coefficients):

@@ -78,6 +78,21 @@ def check_coefficient_counts(luma: int, chroma: int) -> None:
         raise ValueError(f"a wavelet codec keeps whole levels: coefficient counts from {WAVELET_COUNTS}")
 
 
+def checkerboard_channels(luma: int, chroma: int) -> Tensor:
+    """True for the channels of a two-pass context's first pass: all of level 4, and in each finer band
+    the coefficients whose row + column is even, so that every second-pass coefficient's four neighbours
+    in its band are known when it is decoded (He et al. 2021, per band). Shape (luma + 2 * chroma,)."""
+    first = []
+    for count in (luma, chroma, chroma):
+        axis = [True] * 4
+        for level in reversed(range(LEVELS - 1)):
+            factor = 2 ** (LEVELS - 1 - level)
+            cell = [(i + j) % 2 == 0 for i in range(factor) for j in range(factor)]
+            axis += cell * 3
+        first += axis[:count]
+    return torch.tensor(first)
+
+
 class WaveletAnalysis(nn.Module):
     """Image (3 channels) to wavelet coefficients at 1/16 resolution (the module docstring's order)."""
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from codec.api import Decoder, encode, fresh_model, load_model, save_weights
-from codec.model import CodecConfig
+from codec.model import CodecConfig, first_pass_mask
 from codec.quality import psnr
 from codec.wavelet import WaveletAnalysis, WaveletSynthesis
 from codec.web_export import export_entropy_path
@@ -95,3 +95,21 @@ def test_train_starts_a_fresh_wavelet_run_without_validation_images_and_keeps_it
     assert (saved["config"]["luma_coefficients"], saved["config"]["chroma_coefficients"]) == (256, 64)
     again = subprocess.run([*run, "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "keeps its own transform" in again.stderr
+
+
+def test_a_two_pass_context_on_the_wavelet_decodes_a_checkerboard_of_every_band_first() -> None:
+    full = CodecConfig(transform="wavelet", luma_coefficients=256, chroma_coefficients=64)
+    first = first_pass_mask(full, torch.zeros(1)).flatten()
+    assert first[:4].all()  # level 4: one coefficient a block per band, nothing to pair it with
+    for start, factor in ((4, 2), (16, 4), (64, 8)):  # level 3's, 2's and 1's first band (HL)
+        cell = first[start : start + factor * factor].float().view(1, -1, 1, 1)
+        band = torch.nn.functional.pixel_shuffle(cell, factor)
+        rows, columns = torch.meshgrid(torch.arange(factor), torch.arange(factor), indexing="ij")
+        assert torch.equal(band[0, 0].bool(), (rows + columns) % 2 == 0)
+    codec = fresh_model(CodecConfig.from_dict({**WAVELET.to_dict(), "context_channels": 8}), seed=5)
+    with torch.no_grad():
+        for parameter in codec.context.parameters():
+            parameter.normal_(0, 0.05)
+    image = natural_image(80, 112)
+    decoder = Decoder(encode(image, codec), codec)
+    assert psnr(image, decoder.decode()) > 10
