@@ -37,7 +37,7 @@ from codec.layers import ConvLSTMCell, LSTMState, conv3x3
 from codec.postfilter import PostFilter
 from codec.symbol_tables import FittedLatentTables, frequency_bands, latent_contexts
 from codec.transforms import LappedAnalysis, LappedSynthesis
-from codec.wavelet import WaveletAnalysis, WaveletSynthesis, check_coefficient_counts, checkerboard_channels
+from codec.wavelet import WaveletAnalysis, WaveletSynthesis, check_coefficient_counts, checkerboard_first_pass
 
 if TYPE_CHECKING:
     from codec.onnx_runtime import InferenceNetworks
@@ -239,11 +239,12 @@ FIRST_PASS_CHROMA = 10
 
 
 def first_pass_mask(config: CodecConfig, like: Tensor) -> Tensor:
-    """True for the latent channels coded in the first pass, shape (1, C, 1, 1): each block's lowest
-    frequencies for the lapped transform, a checkerboard of every band for the wavelet."""
+    """True for the latents coded in the first pass: each block's lowest frequencies for the lapped
+    transform, shape (1, C, 1, 1); a checkerboard of every band for the wavelet, (1, C, h, w) like `like`."""
     if config.transform == "wavelet":
-        mask = checkerboard_channels(config.luma_coefficients, config.chroma_coefficients).to(like.device)
-        return mask[None, :, None, None]
+        height, width = like.shape[-2:]
+        luma, chroma = config.luma_coefficients, config.chroma_coefficients
+        return checkerboard_first_pass(luma, chroma, height, width).to(like.device)[None]
     mask = torch.zeros(config.latent_channels, dtype=torch.bool, device=like.device)
     mask[:FIRST_PASS_LUMA] = True
     for start in (config.luma_coefficients, config.luma_coefficients + config.chroma_coefficients):

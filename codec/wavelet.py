@@ -78,19 +78,23 @@ def check_coefficient_counts(luma: int, chroma: int) -> None:
         raise ValueError(f"a wavelet codec keeps whole levels: coefficient counts from {WAVELET_COUNTS}")
 
 
-def checkerboard_channels(luma: int, chroma: int) -> Tensor:
-    """True for the channels of a two-pass context's first pass: all of level 4, and in each finer band
-    the coefficients whose row + column is even, so that every second-pass coefficient's four neighbours
-    in its band are known when it is decoded (He et al. 2021, per band). Shape (luma + 2 * chroma,)."""
+def checkerboard_first_pass(luma: int, chroma: int, height: int, width: int) -> Tensor:
+    """True for the latents of a two-pass context's first pass, shape (luma + 2 * chroma, height, width):
+    a checkerboard of every band (He et al. 2021, per band), so that each second-pass coefficient's four
+    neighbours in its band are known when it is decoded. Level 3's to level 1's bands hold a cell of
+    coefficients per block, so their checkerboard is a choice of channels; level 4 has one coefficient
+    a block per band, so its checkerboard runs over the blocks of the tile."""
+    rows, columns = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    blocks = ((rows + columns) % 2 == 0)[None]
     first = []
     for count in (luma, chroma, chroma):
-        axis = [True] * 4
+        axis = [blocks.expand(4, height, width)]
         for level in reversed(range(LEVELS - 1)):
             factor = 2 ** (LEVELS - 1 - level)
-            cell = [(i + j) % 2 == 0 for i in range(factor) for j in range(factor)]
-            axis += cell * 3
-        first += axis[:count]
-    return torch.tensor(first)
+            cell = torch.tensor([(i + j) % 2 == 0 for i in range(factor) for j in range(factor)])
+            axis.append(cell.repeat(3)[:, None, None].expand(-1, height, width))
+        first.append(torch.cat(axis)[:count])
+    return torch.cat(first)
 
 
 class WaveletAnalysis(nn.Module):

@@ -98,14 +98,15 @@ def test_train_starts_a_fresh_wavelet_run_without_validation_images_and_keeps_it
 
 
 def test_a_two_pass_context_on_the_wavelet_decodes_a_checkerboard_of_every_band_first() -> None:
+    """In every band's own grid, the first pass is where row + column is even."""
     full = CodecConfig(transform="wavelet", luma_coefficients=256, chroma_coefficients=64)
-    first = first_pass_mask(full, torch.zeros(1)).flatten()
-    assert first[:4].all()  # level 4: one coefficient a block per band, nothing to pair it with
-    for start, factor in ((4, 2), (16, 4), (64, 8)):  # level 3's, 2's and 1's first band (HL)
-        cell = first[start : start + factor * factor].float().view(1, -1, 1, 1)
-        band = torch.nn.functional.pixel_shuffle(cell, factor)
-        rows, columns = torch.meshgrid(torch.arange(factor), torch.arange(factor), indexing="ij")
-        assert torch.equal(band[0, 0].bool(), (rows + columns) % 2 == 0)
+    first = first_pass_mask(full, torch.zeros(1, 384, 3, 5))
+    assert first.shape == (1, 384, 3, 5)
+    for start, factor in ((0, 1), (4, 2), (16, 4), (64, 8)):  # the first band (LL4, HL3, HL2, HL1) of each level
+        cells = first[:, start : start + factor * factor].float()
+        band = torch.nn.functional.pixel_shuffle(cells, factor)[0, 0] if factor > 1 else cells[0, 0]
+        rows, columns = torch.meshgrid(torch.arange(band.shape[0]), torch.arange(band.shape[1]), indexing="ij")
+        assert torch.equal(band.bool(), (rows + columns) % 2 == 0), factor
     codec = fresh_model(CodecConfig.from_dict({**WAVELET.to_dict(), "context_channels": 8}), seed=5)
     with torch.no_grad():
         for parameter in codec.context.parameters():
