@@ -93,6 +93,19 @@ def _fitted_table_lines(model: ScalableCodec) -> list[str]:
     ]
 
 
+# what the card says of each transform: the analysis, then the synthesis
+_TRANSFORM_TEXT = {
+    "lapped": (
+        "lapped analysis (32×32 bases, stride 16, initialised as a colour-decorrelated 16×16 DCT)",
+        "the transpose lapped synthesis",
+    ),
+    "wavelet": (
+        "a fixed CDF 9/7 wavelet in four levels on colour-decorrelated axes, its bands packed at 1/16",
+        "the inverse wavelet",
+    ),
+}
+
+
 def _post_filter_commands(model: ScalableCodec) -> list[str]:
     if model.post_filter is None:
         return []
@@ -137,13 +150,13 @@ def write_model_card(
         "",
         "## Architecture",
         "",
-        "Residual coding, one layer per RNN iteration (Su et al., ICIP 2020). Encoder: lapped analysis "
-        "(32×32 bases, stride 16, initialised as a colour-decorrelated 16×16 DCT) of the residual, then a "
+        "Residual coding, one layer per RNN iteration (Su et al., ICIP 2020). Encoder: "
+        f"{_TRANSFORM_TEXT[config.transform][0]} of the residual, then a "
         "ConvLSTM refiner whose state carries across layers, times a learned per-layer gain. Hyperprior: a "
         "recurrent hyper-encoder, an `EntropyBottleneck` per layer for z_k, and a gated recurrent "
         "hyper-decoder over z_k and the previous layer's latents, computed exactly in fixed point, that "
         "gives a scale and a mean to every latent (`GaussianConditional`). Decoder: a ConvLSTM refiner and "
-        "the transpose lapped synthesis; the increment is added to the reconstruction.",
+        f"{_TRANSFORM_TEXT[config.transform][1]}; the increment is added to the reconstruction.",
         "",
         *_post_filter_lines(model),
         *_fitted_table_lines(model),

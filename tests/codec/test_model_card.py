@@ -8,7 +8,7 @@ from PIL import Image
 
 from codec.api import fresh_model, load_model, save_weights
 from codec.model import CodecConfig, count_macs_per_pixel
-from codec.model_card import plot_training_curve
+from codec.model_card import plot_training_curve, write_model_card
 
 
 def test_the_training_curve_is_drawn_from_the_log(tmp_path: Path) -> None:
@@ -36,3 +36,18 @@ def test_the_multiply_accumulates_count_every_part_of_a_model_loaded_for_inferen
     # the lapped analysis alone: a 3x32x32 basis per latent, 256 latents per 16x16 block
     assert macs["encoder"] >= 3 * 32 * 32
     assert loaded.inference is not None, "counting must give the model its ONNX Runtime networks back"
+
+
+def test_the_card_describes_the_transform_the_weights_have(tmp_path: Path) -> None:
+    cards = {}
+    for transform, (luma, chroma) in (("lapped", (12, 6)), ("wavelet", (16, 4))):
+        config = CodecConfig(transform=transform, luma_coefficients=luma, chroma_coefficients=chroma)
+        weights = tmp_path / f"{transform}.pt"
+        save_weights(fresh_model(config), weights)
+        output = tmp_path / f"{transform}.md"
+        cards[transform] = write_model_card(
+            load_model(weights), weights, tmp_path / "no-eval.md", tmp_path / "no-log.csv", output, "test CPU"
+        )
+    assert "lapped analysis (32×32 bases" in cards["lapped"] and "CDF 9/7" not in cards["lapped"]
+    assert "CDF 9/7 wavelet in four levels" in cards["wavelet"] and "inverse wavelet" in cards["wavelet"]
+    assert "lapped" not in cards["wavelet"].split("## Architecture")[1].split("\n\n")[1]
