@@ -135,13 +135,8 @@ class WaveletSynthesis(nn.Module):
     def forward(self, coefficients: Tensor) -> Tensor:
         n, _, height, width = coefficients.shape
         luma, chroma = self.luma, self.chroma
-        zeros = coefficients.new_zeros(n, BLOCK * BLOCK - chroma, height, width)
-        axes = [
-            F.pad(coefficients[:, :luma], (0, 0, 0, 0, 0, BLOCK * BLOCK - luma)),
-            torch.cat([coefficients[:, luma : luma + chroma], zeros], 1),
-            torch.cat([coefficients[:, luma + chroma :], zeros], 1),
-        ]
-        axes = torch.stack(axes, 1)
+        kept = coefficients.split([luma, chroma, chroma], 1)
+        axes = torch.stack([F.pad(axis, (0, 0, 0, 0, 0, BLOCK * BLOCK - axis.shape[1])) for axis in kept], 1)
         x = axes[:, :, 0]
         at = 1
         for level in reversed(range(LEVELS)):
