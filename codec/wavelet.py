@@ -73,6 +73,18 @@ def _synthesise_2d(ll: Tensor, bands: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     return _synthesise_rows(low, high)
 
 
+def synthesis_constants() -> dict:
+    """What a float decoder elsewhere (static/decoder/wavelet.js) needs to run `WaveletSynthesis` as this
+    module does: the levels, the lifting steps in analysis order, the two gains and the colour axes."""
+    return {
+        "levels": LEVELS,
+        "lifting": [_ALPHA, _BETA, _GAMMA, _DELTA],
+        "low_gain": _LOW_GAIN,
+        "high_gain": _HIGH_GAIN,
+        "colour": [list(row) for row in COLOUR],
+    }
+
+
 def check_coefficient_counts(luma: int, chroma: int) -> None:
     if luma not in WAVELET_COUNTS or chroma not in WAVELET_COUNTS:
         raise ValueError(f"a wavelet codec keeps whole levels: coefficient counts from {WAVELET_COUNTS}")

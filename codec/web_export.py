@@ -43,23 +43,26 @@ from codec.onnx_runtime import graph_bytes
 from codec.postfilter import GROUP, PHASES
 from codec.rans_tables import tables_json
 from codec.symbol_tables import HISTORY_STATES
+from codec.wavelet import synthesis_constants
 
 FORMAT = "scalable-codec-entropy-path"
 # 2: with the synthesis gains; 3: and the synthesis network's weights (synthesis-weights.bin); 4: and the
-# post-filter's, when the model has one; 5: and the rows of fitted latent tables (`latent_rows`)
-VERSION = 5
-# The synthesis network's parameters (`ScalableCodec.decoder`), in the order synthesis-weights.bin holds them;
-# the post-filter's (`ScalableCodec.post_filter`, named "post_filter.*") follow them.
+# post-filter's, when the model has one; 5: and the rows of fitted latent tables (`latent_rows`); 6: and the
+# transform (`synthesis.transform`: the lapped one's bases are weights, the wavelet's are constants)
+VERSION = 6
+# The synthesis network's parameters (`ScalableCodec.decoder`), in the order synthesis-weights.bin holds them:
+# the refiner's, then the transform's (the lapped bases; the wavelet has none); the post-filter's
+# (`ScalableCodec.post_filter`, named "post_filter.*") follow them.
 SYNTHESIS_WEIGHTS = "synthesis-weights.bin"
-SYNTHESIS_TENSORS = (
+REFINER_TENSORS = (
     "refiner.reduce.weight",
     "refiner.reduce.bias",
     "refiner.rnn.gates.weight",
     "refiner.rnn.gates.bias",
     "refiner.expand.weight",
     "refiner.expand.bias",
-    "synthesis.weight",
 )
+TRANSFORM_TENSORS = {"lapped": ("synthesis.weight",), "wavelet": ()}
 # The hyper-decoder's exact convolutions, in the order its forward runs them.
 CONVOLUTIONS = ("up32", "up16", "history", "gate", "candidate", "mix", "params")
 
@@ -88,16 +91,11 @@ def _packed(values: Tensor, bits: int) -> dict:
 def export_entropy_path(model: ScalableCodec) -> dict:
     """What static/decoder/entropy.js needs to reproduce `entropy_parameters` in exact mode, then
     `quantized_scale_index`, for every layer, and to decode the side and latent strings: a
-    JSON-serialisable dict (`json.dumps` it as it is). Models with a frequency context or a transform other
-    than the lapped one are refused."""
+    JSON-serialisable dict (`json.dumps` it as it is). Models with a frequency context are refused."""
     config = model.config
     if config.context_channels:
         raise ValueError(
             f"the browser's decoder has no frequency context; this model has context_channels {config.context_channels}"
-        )
-    if config.transform != "lapped":
-        raise ValueError(
-            f"the browser's decoder runs the lapped synthesis only; this model's transform is {config.transform}"
         )
     model_id = getattr(model, "model_id", None)
     if model_id is None:
@@ -136,6 +134,8 @@ def export_entropy_path(model: ScalableCodec) -> dict:
         "config": {
             "layers": config.layers,
             "latent_channels": config.latent_channels,
+            "luma_coefficients": config.luma_coefficients,
+            "chroma_coefficients": config.chroma_coefficients,
             "hyper_channels": config.hyper_channels,
             "history_channels": config.history_channels,
             "side_channels": config.side_channels,
@@ -177,6 +177,9 @@ def _synthesis(model: ScalableCodec) -> dict:
     return {
         "weights": SYNTHESIS_WEIGHTS,
         "tensors": [{"name": name, "shape": list(tensor.shape)} for name, tensor in _web_tensors(model)],
+        "transform": model.config.transform,
+        # the wavelet's constants (codec.wavelet); the lapped transform's bases are in the tensors
+        "wavelet": synthesis_constants() if model.config.transform == "wavelet" else None,
         "rnn_channels": model.config.rnn_channels,
         "initial_reconstruction": INITIAL_RECONSTRUCTION,
         # (layers, latent_channels): the latents' inverse gain before the graph
@@ -202,7 +205,8 @@ def _post_filter(model: ScalableCodec) -> dict | None:
 def _web_tensors(model: ScalableCodec) -> list[tuple[str, Tensor]]:
     """What synthesis-weights.bin holds, in its order: the synthesis network's tensors, then the post-filter's."""
     parameters = model.decoder.state_dict()
-    tensors = [(name, parameters[name]) for name in SYNTHESIS_TENSORS]
+    names = REFINER_TENSORS + TRANSFORM_TENSORS[model.config.transform]
+    tensors = [(name, parameters[name]) for name in names]
     if model.post_filter is not None:
         tensors += [(f"post_filter.{name}", tensor) for name, tensor in model.post_filter.state_dict().items()]
     return tensors

@@ -26,7 +26,7 @@ import {
 import { RansDecoder, RansTables } from "./rans.js";
 
 export const EXPORT_FORMAT = "scalable-codec-entropy-path";
-export const EXPORT_VERSION = 5;
+export const EXPORT_VERSION = 6;
 const CONVOLUTIONS = ["up32", "up16", "history", "gate", "candidate", "mix", "params"];
 
 /** A file written by other weights than the export's (codec.errors.ModelMismatchError). */

@@ -2,8 +2,9 @@
 // increment of each tile's reconstruction. It is codec.model.ResidualDecoder in float32, as the Python
 // decoder runs it (codec.model.ScalableCodec.synthesise), on the weights of `synthesis-weights.bin`
 // (codec/web_export.py): a recurrent refiner at 1/16 (a 1x1 reduction, a ConvLSTM cell, a 3x3 expansion)
-// and the lapped synthesis (every latent position's 32x32 patch of basis images, overlapped by 16). The
-// convolutions run in kernel.js's float32 SIMD product; the rest is plain JavaScript.
+// and the transform's synthesis: the lapped one (every latent position's 32x32 patch of basis images,
+// overlapped by 16) or the wavelet (wavelet.js). The convolutions run in kernel.js's float32 SIMD product;
+// the rest is plain JavaScript.
 // When the weights have a post-filter (postfilter.js), the picture shown is filtered in windows across the
 // tile borders (windows.js, picture.js).
 //
@@ -12,6 +13,7 @@
 
 import { allChannels, biasedConvolution, liveChannels, placedWeights, productKernel, productSums } from "./kernel.js";
 import { PostFilter } from "./postfilter.js";
+import { WaveletSynthesis } from "./wavelet.js";
 
 const BLOCK = 16; // codec.transforms: the lapped synthesis' stride, its patches' size and their overlap
 const PATCH = 32;
@@ -83,7 +85,9 @@ export class Synthesis {
     expect("refiner.reduce.weight", [r, m, 1, 1]);
     expect("refiner.rnn.gates.weight", [4 * r, 2 * r, 3, 3]);
     expect("refiner.expand.weight", [m, r, 3, 3]);
-    expect("synthesis.weight", [m, 3, PATCH, PATCH]);
+    const transform = part.transform;
+    if (transform === "lapped") expect("synthesis.weight", [m, 3, PATCH, PATCH]);
+    else if (transform !== "wavelet") throw new SynthesisError(`this decoder has no ${transform} synthesis`);
     const kernel = productKernel("f32");
     this.kernel = kernel;
     const convolution = (name, inChannels, outChannels, size) => ({
@@ -95,8 +99,12 @@ export class Synthesis {
     this.expand = convolution("refiner.expand", r, m, 3);
     // the lapped synthesis as a 1x1 convolution from the m coefficients to every patch value
     // (c * 32 + ky) * 32 + kx: synthesis.weight (m, 3, 32, 32) is its weights, input-major
-    const patchValues = 3 * PATCH * PATCH;
-    this.patches = placedWeights(kernel, tensor("synthesis.weight").data, patchValues, m, 1, { inputMajor: true });
+    if (transform === "lapped") {
+      const patchValues = 3 * PATCH * PATCH;
+      this.patches = placedWeights(kernel, tensor("synthesis.weight").data, patchValues, m, 1, { inputMajor: true });
+    } else {
+      this.wavelet = new WaveletSynthesis(part.wavelet, json.config.luma_coefficients, json.config.chroma_coefficients);
+    }
     this.postFilter = part.post_filter ? new PostFilter(part.post_filter, tensor, kernel, this.layers) : null;
   }
 
@@ -138,8 +146,10 @@ export class Synthesis {
     const cell = new Float32Array(r * plane);
     lstmCell(gates, state.cell, hidden, cell);
     const coefficients = addInPlace(this.convolve(this.expand, hidden, allChannels(r), lh, lw), x);
-    // the lapped synthesis: every position's patch values, overlapped into the increment, times the gain
-    const increment = this.overlapAdd(state, productSums(this.kernel, this.patches, coefficients, allChannels(m), lh, lw));
+    // the transform's synthesis (the lapped one: every position's patch values, overlapped), times the gain
+    const increment = this.wavelet
+      ? this.wavelet.synthesise(coefficients, lh, lw)
+      : this.overlapAdd(state, productSums(this.kernel, this.patches, coefficients, allChannels(m), lh, lw));
     addScaled(state.reconstruction, increment, this.incrementGain[k]);
     state.hidden = hidden;
     state.cell = cell;

@@ -14,7 +14,7 @@ from codec.api import Decoder, encode, fresh_model, load_model, save_weights
 from codec.model import CodecConfig, first_pass_mask
 from codec.quality import psnr
 from codec.wavelet import WaveletAnalysis, WaveletSynthesis
-from codec.web_export import export_entropy_path
+from codec.web_export import export_entropy_path, synthesis_weights
 
 from .conftest import natural_image
 
@@ -78,9 +78,16 @@ def test_a_wavelet_codec_codes_alike_through_torch_and_onnx(tmp_path: Path, monk
         assert psnr(image, pictures[0]) > 10  # decodes to the picture, not to noise
 
 
-def test_the_browser_decoder_export_refuses_a_wavelet_codec() -> None:
-    with pytest.raises(ValueError, match="lapped synthesis only"):
-        export_entropy_path(fresh_model(WAVELET))
+def test_the_browser_decoder_export_carries_the_wavelets_constants_and_no_bases() -> None:
+    model = fresh_model(WAVELET)
+    synthesis = export_entropy_path(model)["synthesis"]
+    assert synthesis["transform"] == "wavelet" and synthesis["wavelet"]["levels"] == 4
+    names = [tensor["name"] for tensor in synthesis["tensors"]]
+    assert names and all(name.startswith("refiner.") for name in names)
+    assert len(synthesis_weights(model)) == 4 * sum(p.numel() for p in model.decoder.refiner.parameters())
+    lapped = export_entropy_path(fresh_model())["synthesis"]
+    assert lapped["transform"] == "lapped" and lapped["wavelet"] is None
+    assert "synthesis.weight" in [tensor["name"] for tensor in lapped["tensors"]]
 
 
 def test_train_starts_a_fresh_wavelet_run_without_validation_images_and_keeps_it_on_resume(tmp_path: Path) -> None:
