@@ -35,9 +35,15 @@ from torch.nn import functional as F
 from codec import exact
 from codec.layers import ConvLSTMCell, LSTMState, conv3x3
 from codec.postfilter import PostFilter
-from codec.symbol_tables import FittedLatentTables, frequency_bands, latent_contexts
+from codec.symbol_tables import FittedLatentTables, frequency_bands, latent_contexts, same_channel_neighbours
 from codec.transforms import LappedAnalysis, LappedSynthesis
-from codec.wavelet import WaveletAnalysis, WaveletSynthesis, check_coefficient_counts, checkerboard_first_pass
+from codec.wavelet import (
+    WaveletAnalysis,
+    WaveletSynthesis,
+    check_coefficient_counts,
+    checkerboard_first_pass,
+    significant_neighbours,
+)
 
 if TYPE_CHECKING:
     from codec.onnx_runtime import InferenceNetworks
@@ -470,7 +476,15 @@ class ScalableCodec(CompressionModel):
     def latent_contexts(self, state: RecurrentState, like: Tensor) -> Tensor:
         """Every latent's context for the fitted tables (`codec.symbol_tables`): its band and what
         earlier layers sent there. Call before `synthesise` moves the history on."""
-        return latent_contexts(self.latent_bands, state.previous_magnitudes, state.significance, like)
+        return latent_contexts(
+            self.latent_bands, state.previous_magnitudes, state.significance, like, self.significant_neighbours
+        )
+
+    def significant_neighbours(self, significance: Tensor) -> Tensor:
+        """Whether a latent's neighbours in the transform's sense had a non-zero symbol (the history context)."""
+        if self.config.transform == "wavelet":
+            return significant_neighbours(significance, self.config.luma_coefficients, self.config.chroma_coefficients)
+        return same_channel_neighbours(significance)
 
     def coding_rows(self, layer: int, contexts: Tensor, scale_rows: Tensor) -> Tensor:
         """The coding-table row of every latent: its scale's Gaussian row, or with fitted tables the

@@ -15,6 +15,8 @@ same; only their code lengths change. Counting and building are in `codec.fit_ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -31,8 +33,9 @@ LUMA_BAND_STARTS = (0, 1, 2, 3, 5, 8, 12)
 CHROMA_BAND_STARTS = (0, 1, 4)
 BANDS = len(LUMA_BAND_STARTS) + len(CHROMA_BAND_STARTS)
 # What earlier layers sent at a latent's position: never a non-zero symbol there nor at a
-# neighbour (3x3, same channel); never there but at a neighbour; there, but not in the last
-# layer; there in the last layer.
+# neighbour (the transform's: 3x3 of the same channel for the lapped transform, the band's own grid and
+# the parent for the wavelet); never there but at a neighbour; there, but not in the last layer; there
+# in the last layer.
 HISTORY_STATES = 4
 CONTEXTS = BANDS * HISTORY_STATES
 # The search prices symbols within -SPAN … SPAN of the mean (codec.fit_tables counts the same range).
@@ -50,13 +53,24 @@ def frequency_bands(luma: int, chroma: int) -> Tensor:
     return torch.cat([luma_bands, chroma_bands, chroma_bands])
 
 
-def history_states(previous_magnitudes: Tensor | None, significance: Tensor | None, like: Tensor) -> Tensor:
+def same_channel_neighbours(significance: Tensor) -> Tensor:
+    """Whether a latent's 3x3 neighbourhood in its own channel had a non-zero symbol (the lapped transform's
+    neighbours: the same frequency in the next blocks), bool shaped like `significance`."""
+    return F.max_pool2d(significance.double(), 3, stride=1, padding=1) > 0
+
+
+def history_states(
+    previous_magnitudes: Tensor | None,
+    significance: Tensor | None,
+    like: Tensor,
+    neighbours: Callable[[Tensor], Tensor] = same_channel_neighbours,
+) -> Tensor:
     """The history state (0 … HISTORY_STATES - 1) of every latent, int64 shaped like `like`, from
-    the recurrent state's integer history (None before the first layer)."""
+    the recurrent state's integer history (None before the first layer) and the transform's `neighbours`."""
     if significance is None or previous_magnitudes is None:
         return torch.zeros(like.shape, dtype=torch.int64, device=like.device)
     significance = significance.to(like.device)
-    near = F.max_pool2d(significance.double(), 3, stride=1, padding=1) > 0
+    near = neighbours(significance)
     sent = torch.where(previous_magnitudes.to(like.device) > 0, 3, 2)
     return torch.where(significance > 0, sent, near.long()).long()
 
@@ -132,9 +146,13 @@ def _row_bits(cdf: list[int], offset: int) -> Tensor:
 
 
 def latent_contexts(
-    bands: Tensor, previous_magnitudes: Tensor | None, significance: Tensor | None, like: Tensor
+    bands: Tensor,
+    previous_magnitudes: Tensor | None,
+    significance: Tensor | None,
+    like: Tensor,
+    neighbours: Callable[[Tensor], Tensor] = same_channel_neighbours,
 ) -> Tensor:
     """Band and history state of every latent as one context index, int64 shaped like `like` (N, C, h, w),
     on its device."""
-    history = history_states(previous_magnitudes, significance, like)
+    history = history_states(previous_magnitudes, significance, like, neighbours)
     return bands.to(like.device)[None, :, None, None] * HISTORY_STATES + history

@@ -109,6 +109,45 @@ def checkerboard_first_pass(luma: int, chroma: int, height: int, width: int) -> 
     return torch.cat(first)
 
 
+def _bands(count: int) -> list[tuple[int, int]]:
+    """(first coefficient, cell factor) of each band one axis keeps, coarse to fine: LL4, then each level's
+    HL, LH and HH."""
+    bands, at = [(0, 1)], 1
+    for level in reversed(range(LEVELS)):
+        factor = 2 ** (LEVELS - 1 - level)
+        for _ in range(3):
+            if at < count:
+                bands.append((at, factor))
+            at += factor * factor
+    return bands
+
+
+def significant_neighbours(significance: Tensor, luma: int, chroma: int) -> Tensor:
+    """Whether a latent's 3x3 neighbourhood in its own band's grid (across block borders), or its parent in the
+    next coarser band of the same orientation, had a non-zero symbol: bool shaped like `significance`
+    (N, luma + 2 * chroma, h, w). The fitted tables' history context (codec.symbol_tables) on a wavelet: a
+    level-1 coefficient's neighbours are other channels of its block, not the same channel of the next block."""
+    n, _, height, width = significance.shape
+    near = torch.zeros(significance.shape, dtype=torch.bool, device=significance.device)
+    first = 0
+    for count in (luma, chroma, chroma):
+        grids: dict[tuple[int, int], Tensor] = {}
+        for index, (at, factor) in enumerate(_bands(count)):
+            cells = significance[:, first + at : first + at + factor * factor].double()
+            grid = F.pixel_shuffle(cells, factor) if factor > 1 else cells
+            found = F.max_pool2d(grid, 3, stride=1, padding=1) > 0
+            orientation = (index - 1) % 3
+            parent = grids.get((factor // 2, orientation))
+            if parent is not None:
+                found |= F.interpolate(parent, scale_factor=2, mode="nearest") > 0
+            if index > 0:
+                grids[(factor, orientation)] = grid
+            packed = F.pixel_unshuffle(found.double(), factor) > 0 if factor > 1 else found
+            near[:, first + at : first + at + factor * factor] = packed
+        first += count
+    return near
+
+
 class WaveletAnalysis(nn.Module):
     """Image (3 channels) to wavelet coefficients at 1/16 resolution (the module docstring's order)."""
 

@@ -37,18 +37,20 @@ from codec.model import (
     LATENT_STRIDE,
     SCALE_LEVELS,
     SIDE_STRIDE,
+    CodecConfig,
     ScalableCodec,
 )
 from codec.onnx_runtime import graph_bytes
 from codec.postfilter import GROUP, PHASES
 from codec.rans_tables import tables_json
 from codec.symbol_tables import HISTORY_STATES
-from codec.wavelet import synthesis_constants
+from codec.wavelet import LEVELS, synthesis_constants
 
 FORMAT = "scalable-codec-entropy-path"
 # 2: with the synthesis gains; 3: and the synthesis network's weights (synthesis-weights.bin); 4: and the
 # post-filter's, when the model has one; 5: and the rows of fitted latent tables (`latent_rows`); 6: and the
-# transform (`synthesis.transform`: the lapped one's bases are weights, the wavelet's are constants)
+# transform (`synthesis.transform`: the lapped one's bases are weights, the wavelet's are constants) and
+# the history context's neighbours (`latent_rows.neighbours`)
 VERSION = 6
 # The synthesis network's parameters (`ScalableCodec.decoder`), in the order synthesis-weights.bin holds them:
 # the refiner's, then the transform's (the lapped bases; the wavelet has none); the post-filter's
@@ -167,7 +169,16 @@ def _latent_rows(model: ScalableCodec) -> dict | None:
         "history_states": HISTORY_STATES,
         # (layers, bands * history_states, scale_levels), flattened: context = band * history_states + history
         "rows": model.latent_tables.rows.reshape(-1).tolist(),
+        # whose symbols make a latent's history state 1 (`ScalableCodec.significant_neighbours`)
+        "neighbours": _neighbours(model.config),
     }
+
+
+def _neighbours(config: CodecConfig) -> dict:
+    if config.transform == "wavelet":
+        layout = {"luma": config.luma_coefficients, "chroma": config.chroma_coefficients, "levels": LEVELS}
+        return {"kind": "wavelet band", **layout}
+    return {"kind": "same channel"}
 
 
 def _synthesis(model: ScalableCodec) -> dict:

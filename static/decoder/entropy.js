@@ -24,6 +24,7 @@ import {
   roundHalfEven,
 } from "./exact.js";
 import { RansDecoder, RansTables } from "./rans.js";
+import { significantNeighbours } from "./wavelet.js";
 
 export const EXPORT_FORMAT = "scalable-codec-entropy-path";
 export const EXPORT_VERSION = 6;
@@ -397,7 +398,7 @@ export class TileEntropyState {
  */
 class LatentRows {
   constructor(json, path, tableRows) {
-    const { bands, history_states: historyStates, rows } = json;
+    const { bands, history_states: historyStates, rows, neighbours } = json;
     if (historyStates !== HISTORY_STATES) {
       throw new EntropyPathError(`latent_rows: ${historyStates} history states; this decoder knows ${HISTORY_STATES}`);
     }
@@ -414,6 +415,10 @@ class LatentRows {
     if (rows.some((r) => !(Number.isInteger(r) && r >= 0 && r < tableRows))) {
       throw new EntropyPathError(`latent_rows: a row outside the ${tableRows} of the latent table`);
     }
+    if (neighbours.kind !== "same channel" && neighbours.kind !== "wavelet band") {
+      throw new EntropyPathError(`latent_rows: neighbours of kind ${neighbours.kind}; this decoder knows two`);
+    }
+    this.neighbours = neighbours;
     this.bands = Int32Array.from(bands);
     this.historyStates = historyStates;
     this.contexts = contexts;
@@ -428,13 +433,19 @@ class LatentRows {
   toCodingRows(indexes, k, significance, previousMagnitudes, lh, lw) {
     const plane = lh * lw;
     const layerRows = k * this.contexts * this.scaleLevels;
+    const bandNeighbours =
+      significance && this.neighbours.kind === "wavelet band"
+        ? significantNeighbours(significance, this.neighbours, lh, lw)
+        : null;
     for (let c = 0; c < indexes.length / plane; c++) {
       const base = c * plane;
       const band = this.bands[c] * this.historyStates;
       for (let y = 0; y < lh; y++) {
         for (let x = 0; x < lw; x++) {
           const p = base + y * lw + x;
-          const history = significance ? historyState(significance, previousMagnitudes, base, y, x, lh, lw) : 0;
+          let history = 0;
+          if (bandNeighbours) history = significance[p] > 0 ? (previousMagnitudes[p] > 0 ? 3 : 2) : bandNeighbours[p];
+          else if (significance) history = historyState(significance, previousMagnitudes, base, y, x, lh, lw);
           indexes[p] = this.rows[layerRows + (band + history) * this.scaleLevels + indexes[p]];
         }
       }
@@ -446,8 +457,8 @@ class LatentRows {
 const HISTORY_STATES = 4;
 
 /**
- * codec.symbol_tables.history_states of one latent: 3 sent in the last layer, 2 sent before but not in the
- * last, 1 never sent but a 3x3 neighbour (same channel) was, 0 neither.
+ * codec.symbol_tables.history_states of one latent of the lapped transform: 3 sent in the last layer, 2 sent
+ * before but not in the last, 1 never sent but a 3x3 neighbour (same channel) was, 0 neither.
  */
 function historyState(significance, previousMagnitudes, base, y, x, lh, lw) {
   const p = base + y * lw + x;

@@ -107,3 +107,52 @@ function unpackedBand(channel, at, factor, lh, lw) {
   }
   return band;
 }
+
+/**
+ * codec.wavelet.significant_neighbours: for every latent (C, lh, lw) of a wavelet codec (`layout`: the kept
+ * luma and chroma coefficients and the levels, web_export's `latent_rows.neighbours`), 1 where its 3x3
+ * neighbourhood in its own band's grid (across block borders) or its parent in the next coarser band of the
+ * same orientation had a non-zero symbol (`significance` > 0), else 0, as a Uint8Array.
+ */
+export function significantNeighbours(significance, { luma, chroma, levels }, lh, lw) {
+  const plane = lh * lw;
+  const near = new Uint8Array(significance.length);
+  let first = 0;
+  for (const count of [luma, chroma, chroma]) {
+    const parents = new Map(); // "factor,orientation" -> the band's first channel
+    axisBands(count, levels).forEach(([at, factor], index) => {
+      const orientation = (index - 1) % 3;
+      const parent = parents.get(`${factor / 2},${orientation}`);
+      const sent = (start, f, gy, gx) => significance[(start + (gy % f) * f + (gx % f)) * plane + ((gy / f) | 0) * lw + ((gx / f) | 0)] > 0;
+      const [height, width] = [lh * factor, lw * factor];
+      for (let gy = 0; gy < height; gy++) {
+        for (let gx = 0; gx < width; gx++) {
+          let found = parent !== undefined && sent(first + parent, factor / 2, gy >> 1, gx >> 1);
+          for (let y = Math.max(0, gy - 1); !found && y <= Math.min(height - 1, gy + 1); y++) {
+            for (let x = Math.max(0, gx - 1); !found && x <= Math.min(width - 1, gx + 1); x++) {
+              found = sent(first + at, factor, y, x);
+            }
+          }
+          const channel = first + at + (gy % factor) * factor + (gx % factor);
+          near[channel * plane + ((gy / factor) | 0) * lw + ((gx / factor) | 0)] = found ? 1 : 0;
+        }
+      }
+      if (index > 0) parents.set(`${factor},${orientation}`, at);
+    });
+    first += count;
+  }
+  return near;
+}
+
+/** codec.wavelet._bands: [first coefficient, cell factor] of each band an axis of `count` keeps, coarse to fine. */
+function axisBands(count, levels) {
+  const bands = [[0, 1]];
+  let at = 1;
+  for (let factor = 1; factor < 2 ** levels; factor *= 2) {
+    for (let band = 0; band < BANDS_PER_LEVEL; band++) {
+      if (at < count) bands.push([at, factor]);
+      at += factor * factor;
+    }
+  }
+  return bands;
+}

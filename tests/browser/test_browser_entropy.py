@@ -231,6 +231,7 @@ def test_the_export_holds_the_exact_parameters(
     rows = exported["latent_rows"]
     assert rows["rows"] == shipped_model.latent_tables.rows.reshape(-1).tolist()
     assert rows["bands"] == shipped_model.latent_bands.tolist() and rows["history_states"] == HISTORY_STATES
+    assert rows["neighbours"] == {"kind": "same channel"}
     text = json.dumps(exported, separators=(",", ":"))
     with capsys.disabled():
         print(

@@ -18,8 +18,11 @@ from playwright.sync_api import Page
 
 from bench import processes
 from codec.api import Decoder, encode, fresh_model, load_model, save_weights
+from codec.fit_tables import fit_tables
+from codec.imageio import read_image
 from codec.model import CodecConfig
 from codec.wavelet import WaveletSynthesis, synthesis_constants
+from codec.web_export import export_entropy_path
 from tests.browser.test_browser_picture import DECODE, pieces_of
 from tests.harness import REPO, RunningServer, ServerFactory
 
@@ -64,12 +67,24 @@ def test_the_browser_synthesises_as_torch(js: Page, luma: int, chroma: int) -> N
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
+def training_crops() -> torch.Tensor:
+    """128² crops of two of the test pictures (not the one the test codes), 0..1, (N, 3, 128, 128)."""
+    crops = []
+    for name in ("kodim01-384x256.png", "kodim23-384x256.png"):
+        picture = torch.from_numpy(read_image(REPO / "tests" / "data" / name)).permute(2, 0, 1).float() / 255
+        crops += [picture[:, y : y + 128, x : x + 128] for y in (0, 128) for x in (0, 128, 256)]
+    return torch.stack(crops)
+
+
 @pytest.fixture(scope="module")
 def wavelet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained wavelet codec whose refiner adds a random correction, so that the browser must run it."""
+    """An untrained wavelet codec whose refiner adds a random correction, so that the browser must run it, with
+    tables fitted to its symbols, so that the browser must find each latent's neighbours in its band."""
     model = fresh_model(WAVELET, seed=7)
     with torch.no_grad():
         model.decoder.refiner.expand.weight.normal_(0, 0.02)
+        model.latent_tables = fit_tables(model, training_crops())
+    assert model.latent_tables.fitted_cells > 0
     path = tmp_path_factory.mktemp("wavelet-weights") / "wavelet.pt"
     save_weights(model, path)
     return path
@@ -87,6 +102,8 @@ def test_a_wavelet_codec_decodes_in_the_browser_as_in_python(
 ) -> None:
     torch.set_num_threads(1)
     model = load_model(wavelet_weights)
+    neighbours = export_entropy_path(model)["latent_rows"]["neighbours"]
+    assert neighbours == {"kind": "wavelet band", "luma": 64, "chroma": 16, "levels": 4}
     data = encode(REPO / "tests" / "data" / "kodim08-350x230.png", model)
     expected = Decoder(data, model)
     page.goto(f"{wavelet_server.url}/")

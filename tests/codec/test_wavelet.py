@@ -13,7 +13,8 @@ import torch
 from codec.api import Decoder, encode, fresh_model, load_model, save_weights
 from codec.model import CodecConfig, first_pass_mask
 from codec.quality import psnr
-from codec.wavelet import WaveletAnalysis, WaveletSynthesis
+from codec.symbol_tables import same_channel_neighbours
+from codec.wavelet import WaveletAnalysis, WaveletSynthesis, significant_neighbours
 from codec.web_export import export_entropy_path, synthesis_weights
 
 from .conftest import natural_image
@@ -121,3 +122,24 @@ def test_a_two_pass_context_on_the_wavelet_decodes_a_checkerboard_of_every_band_
     image = natural_image(80, 112)
     decoder = Decoder(encode(image, codec), codec)
     assert psnr(image, decoder.decode()) > 10
+
+
+def test_a_wavelet_latents_neighbours_are_in_its_bands_grid_and_its_parent() -> None:
+    """The history context's neighbours (codec.symbol_tables): for a level-1 coefficient, the cells beside it in
+    its band (other channels of its block, or the next block's across the border) and its level-2 parent."""
+    luma, chroma = 256, 64
+    significance = torch.zeros(1, luma + 2 * chroma, 2, 2)
+    hl1 = 64  # level 1's HL band: 8x8 a block, row-major
+    significance[0, hl1 + 7, 0, 0] = 1  # block (0, 0), cell (0, 7): its right border
+    near = significant_neighbours(significance, luma, chroma)
+    assert near[0, hl1 + 6, 0, 0] and near[0, hl1 + 8 + 7, 0, 0] and near[0, hl1 + 7, 0, 0]
+    assert near[0, hl1 + 0, 0, 1] and near[0, hl1 + 8, 0, 1], "across the block border, in the next block"
+    assert not near[0, hl1 + 5, 0, 0] and not near[0, hl1 + 7, 1, 1]
+    assert not near[0, hl1 + 64 + 6, 0, 0], "the LH band is another band"
+    assert int(near.sum()) == 6
+    parent = torch.zeros_like(significance)
+    hl2 = 16  # level 2's HL band: 4x4 a block
+    parent[0, hl2 + 5, 1, 0] = 1  # cell (1, 1): the parent of level 1's cells (2..3, 2..3)
+    children = significant_neighbours(parent, luma, chroma)[0, hl1 : hl1 + 64, 1, 0].reshape(8, 8)
+    assert children[2:4, 2:4].all() and int(children.sum()) == 4
+    assert same_channel_neighbours(significance)[0, hl1 + 7].all(), "the lapped transform's: the same channel"
