@@ -20,23 +20,11 @@ from bench import processes
 from codec.api import Decoder, encode, fresh_model, load_model, save_weights
 from codec.fit_tables import fit_tables
 from codec.imageio import read_image
-from codec.model import CodecConfig
 from codec.wavelet import WaveletSynthesis, synthesis_constants
 from codec.web_export import export_entropy_path
 from tests.browser.test_browser_picture import DECODE, pieces_of
+from tests.codec.test_wavelet import WAVELET  # the tiny wavelet codec of the Python tests
 from tests.harness import REPO, RunningServer, ServerFactory
-
-WAVELET = CodecConfig(
-    transform="wavelet",
-    layers=3,
-    luma_coefficients=64,
-    chroma_coefficients=16,
-    rnn_channels=8,
-    hyper_channels=8,
-    history_channels=4,
-    side_channels=4,
-    lambdas=(0.01, 0.02, 0.04),
-)
 
 SYNTHESISE = """async ({ part, luma, chroma, coefficients, lh, lw }) => {
   const { WaveletSynthesis } = await import("/decoder/wavelet.js");
