@@ -127,7 +127,6 @@ def significant_neighbours(significance: Tensor, luma: int, chroma: int) -> Tens
     next coarser band of the same orientation, had a non-zero symbol: bool shaped like `significance`
     (N, luma + 2 * chroma, h, w). The fitted tables' history context (codec.symbol_tables) on a wavelet: a
     level-1 coefficient's neighbours are other channels of its block, not the same channel of the next block."""
-    n, _, height, width = significance.shape
     near = torch.zeros(significance.shape, dtype=torch.bool, device=significance.device)
     first = 0
     for count in (luma, chroma, chroma):
