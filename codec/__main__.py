@@ -150,6 +150,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         lambdas=tuple(args.lambdas) if args.lambdas else None,
         init_weights=Path(args.init_weights) if args.init_weights else None,
         post_filter_channels=args.post_filter,
+        post_filter_depth=args.post_filter_depth,
         filter_tile_size=args.filter_tile_size,
         precision=args.precision,
         context_channels=args.context,
@@ -157,6 +158,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     if settings.post_filter_channels and settings.init_weights is None and not args.resume:
         raise SystemExit("--post-filter trains on a frozen codec: pass --init-weights weights/codec.pt")
+    if settings.post_filter_depth and (not settings.post_filter_channels or settings.post_filter_depth < 2):
+        raise SystemExit("--post-filter-depth needs --post-filter and at least 2 convolutions")
     tile = settings.filter_tile_size
     if tile and (not settings.post_filter_channels or settings.crop_size % tile):
         raise SystemExit("--filter-tile-size needs --post-filter and must divide --crop-size")
@@ -325,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="CHANNELS",
         help="train only a post-filter of this width on the frozen codec of --init-weights",
+    )
+    p.add_argument(
+        "--post-filter-depth",
+        type=int,
+        default=0,
+        metavar="CONVOLUTIONS",
+        help="with --post-filter: its 3x3 convolutions (3 when new); those beyond the filter of --init-weights "
+        "start as the identity",
     )
     p.add_argument(
         "--filter-tile-size",

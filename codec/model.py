@@ -86,6 +86,8 @@ class CodecConfig:
     lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05)
     # 0: no post-filter; the picture shown is the running reconstruction
     post_filter_channels: int = 0
+    # the post-filter's 3x3 convolutions (codec.postfilter.PostFilter)
+    post_filter_depth: int = 3
     # 0: one pass per layer; > 0: a two-pass frequency context this wide
     context_channels: int = 0
     # "lapped": 32x32 bases at stride 16 (codec.transforms); "wavelet": a fixed CDF 9/7 in four
@@ -405,7 +407,7 @@ class ScalableCodec(CompressionModel):
         self.log_latent_inverse_gain = nn.Parameter(torch.full((k, m), -math.log(INITIAL_LATENT_GAIN)))
         self.log_increment_gain = nn.Parameter(-self.log_residual_gain.detach().clone())
         channels = self.config.post_filter_channels
-        self.post_filter = PostFilter(k, channels) if channels else None
+        self.post_filter = PostFilter(k, channels, self.config.post_filter_depth) if channels else None
         self.context = FrequencyContext(self.config) if self.config.context_channels else None
         # set by `codec.api.load_model`: the analysis, synthesis and post-filter through ONNX Runtime at inference
         self.inference: InferenceNetworks | None = None

@@ -44,6 +44,15 @@ class PostFilter(nn.Module):
         convolutions = len(self.body) + 2
         return convolutions * GROUP + GROUP - 1
 
+    def pass_through_(self, index: int) -> None:
+        """Make body convolution `index` the identity, so that a filter deepened from a trained one starts
+        as that filter: its input is a ReLU's output, which the identity and the next ReLU leave as it is."""
+        conv = self.body[index]
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.weight[:, :, 1, 1] = torch.eye(conv.out_channels)
+            conv.bias.zero_()
+
     def forward(self, reconstruction: Tensor, layer: int) -> Tensor:
         """`layer` counts from 0: the filter of the picture after layer `layer + 1`."""
         x = F.pixel_unshuffle(reconstruction, GROUP)

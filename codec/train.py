@@ -51,6 +51,8 @@ class TrainSettings:
     init_weights: Path | None = None
     # > 0: train only a post-filter of this width on the frozen codec of `init_weights`
     post_filter_channels: int = 0
+    # > 0, with a post-filter: its 3x3 convolutions; those beyond a trained filter's start as the identity
+    post_filter_depth: int = 0
     # > 0, with a post-filter: the codec codes each crop as tiles of this side and the filter sees
     # them assembled, across the tile borders, as the decoder shows a picture
     filter_tile_size: int = 0
@@ -149,7 +151,7 @@ class Trainer:
             config = CodecConfig.from_dict((saved or initial)["config"])
         if settings.lambdas is not None:
             config = CodecConfig.from_dict({**config.to_dict(), "lambdas": settings.lambdas})
-        for option in ("post_filter_channels", "context_channels"):
+        for option in ("post_filter_channels", "post_filter_depth", "context_channels"):
             if getattr(settings, option):
                 config = CodecConfig.from_dict({**config.to_dict(), option: getattr(settings, option)})
         self.model = ScalableCodec(config).to(self.device)
@@ -170,6 +172,7 @@ class Trainer:
             new = [name for name in missing if not name.startswith(("post_filter.", "context."))]
             if new or unexpected:
                 raise ValueError(f"{settings.init_weights} does not fit: missing {new}, unexpected {unexpected}")
+            self._pass_through_new_filter_convolutions(missing)
             # fitted tables belong to the symbols they were counted on, which training changes:
             # the trained weights are fitted again (`python -m codec fit-tables`)
             self.model.latent_tables = None
@@ -183,6 +186,14 @@ class Trainer:
             paths = [path for name in VALIDATION_IMAGES if (path := settings.validation_dir / name).exists()]
             self.validation = center_crops(paths, 256).to(self.device) if paths else None
         self._stop_requested = False
+
+    def _pass_through_new_filter_convolutions(self, missing: list[str]) -> None:
+        """A filter deepened from a trained one (`post_filter_depth`) starts as that filter."""
+        if self.model.post_filter is None or "post_filter.head.weight" in missing:
+            return
+        for index in range(len(self.model.post_filter.body)):
+            if f"post_filter.body.{index}.weight" in missing:
+                self.model.post_filter.pass_through_(index)
 
     def _parameter_groups(self) -> tuple[list, list, list, list]:
         """Per-layer tables, other network weights, the context, entropy-bottleneck quantiles.

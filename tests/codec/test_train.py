@@ -185,6 +185,35 @@ def test_a_post_filter_trains_alone_on_the_frozen_codec(tmp_path: Path, crop_ban
     assert Decoder(data, filtered).decode(2).shape == (40, 56, 3)
 
 
+def test_a_deepened_post_filter_starts_as_the_trained_one(tmp_path: Path, crop_bank: Path) -> None:
+    """`post_filter_depth` beyond a trained filter's adds convolutions that pass their input through, so the
+    run starts from that filter's pictures, and then trains them."""
+    torch.set_num_threads(1)
+    settings = settings_for(tmp_path, crop_bank, steps=1, name="filtered")
+    settings.config = CodecConfig.from_dict({**TINY.to_dict(), "post_filter_channels": 8})
+    trained = Trainer(settings)
+    for parameter in trained.model.post_filter.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)  # a filter that does something
+    trained.save()
+    weights = export_weights(settings.checkpoint, tmp_path / "filtered.pt")
+    settings = settings_for(tmp_path, crop_bank, steps=2, name="deeper")
+    settings.config, settings.init_weights = None, weights
+    settings.post_filter_channels, settings.post_filter_depth = 8, 5
+    deeper = Trainer(settings)
+    assert len(deeper.model.post_filter.body) == 4 and deeper.model.config.post_filter_depth == 5
+    picture = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        for layer in range(TINY.layers):
+            shown = trained.model.post_filter(picture, layer)
+            assert not torch.equal(shown, picture)
+            assert torch.allclose(deeper.model.post_filter(picture, layer), shown, atol=1e-6)
+    before = _parameters(deeper)
+    deeper.run()
+    after = _parameters(deeper)
+    assert not torch.equal(before["post_filter.body.3.weight"], after["post_filter.body.3.weight"])
+    assert load_model(export_weights(settings.checkpoint, tmp_path / "deeper.pt")).config.post_filter_depth == 5
+
+
 def test_bfloat16_products_train_float32_weights(tmp_path: Path, crop_bank: Path) -> None:
     """`precision="bfloat16"` runs the forward passes under autocast: the weights and the optimiser stay
     float32, the loss is that of float32 within bfloat16's rounding, and the weights move."""
