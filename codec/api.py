@@ -67,7 +67,7 @@ def _weights_as_stored(model: ScalableCodec) -> dict[str, torch.Tensor]:
 
 # The post-filter only changes the picture shown, never the bitstream, so it
 # is left out of the model id: files keep decoding when only the filter changes.
-_DISPLAY_ONLY_CONFIG = ("post_filter_channels",)
+_DISPLAY_ONLY_CONFIG = ("post_filter_channels", "post_filter_depth")
 _DISPLAY_ONLY_WEIGHTS = "post_filter."
 # Options added after weights were published, at their value of "off": left
 # out of the model id, so those weights keep their id and their files decode.

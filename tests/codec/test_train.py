@@ -187,7 +187,7 @@ def test_a_post_filter_trains_alone_on_the_frozen_codec(tmp_path: Path, crop_ban
 
 def test_a_deepened_post_filter_starts_as_the_trained_one(tmp_path: Path, crop_bank: Path) -> None:
     """`post_filter_depth` beyond a trained filter's adds convolutions that pass their input through, so the
-    run starts from that filter's pictures, and then trains them."""
+    run starts from that filter's pictures, and then trains them; the model id stays."""
     torch.set_num_threads(1)
     settings = settings_for(tmp_path, crop_bank, steps=1, name="filtered")
     settings.config = CodecConfig.from_dict({**TINY.to_dict(), "post_filter_channels": 8})
@@ -211,7 +211,9 @@ def test_a_deepened_post_filter_starts_as_the_trained_one(tmp_path: Path, crop_b
     deeper.run()
     after = _parameters(deeper)
     assert not torch.equal(before["post_filter.body.3.weight"], after["post_filter.body.3.weight"])
-    assert load_model(export_weights(settings.checkpoint, tmp_path / "deeper.pt")).config.post_filter_depth == 5
+    deeper_model = load_model(export_weights(settings.checkpoint, tmp_path / "deeper.pt"))
+    assert deeper_model.config.post_filter_depth == 5
+    assert deeper_model.model_id == load_model(weights).model_id  # files keep decoding
 
 
 def test_bfloat16_products_train_float32_weights(tmp_path: Path, crop_bank: Path) -> None:
