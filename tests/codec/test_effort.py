@@ -15,19 +15,18 @@ from codec.container import parse_header
 from codec.effort import EFFORTS, check_effort
 from codec.imageio import read_image
 from codec.model import ScalableCodec
-from codec.search import search_offsets
-from codec.train import rate_distortion_loss
+from codec.search import search_loss, search_offsets
 
 PARROTS = Path(__file__).resolve().parents[1] / "data" / "kodim23-384x256.png"
 
 
-def real_cost(model: ScalableCodec, pixels: np.ndarray, data: bytes) -> float:
-    """The paper's loss on real bytes and decoded pixels: Σ_k (bpp up to k + λ_k·MSE_k) / K."""
+def real_cost(model: ScalableCodec, pixels: np.ndarray, data: bytes, distortion_weight: float) -> float:
+    """The search's loss on real bytes and the decoded (shown) pixels: Σ_k (bpp up to k + w·λ_k·MSE_k) / K."""
     header, decoder = parse_header(data), Decoder(data, model)
     cost = 0.0
     for n, lam in enumerate(model.config.lambdas, start=1):
         mse = float(np.mean((decoder.decode(n).astype(np.float64) - pixels) ** 2))
-        cost += header.bpp(n) + lam * mse
+        cost += header.bpp(n) + distortion_weight * lam * mse
     return cost / model.config.layers
 
 
@@ -37,9 +36,8 @@ def test_effort_2_costs_less_than_effort_1_on_real_bytes_with_the_shipped_weight
     pixels = read_image(PARROTS)[:192, 96:288]  # one tile
     plain, searched = encode(pixels, shipped, effort=1), encode(pixels, shipped, effort=2)
     assert plain != searched
-    assert real_cost(shipped, pixels, searched) < real_cost(shipped, pixels, plain)
-    header = parse_header(searched)
-    assert header.bpp(header.layer_count) < parse_header(plain).bpp(header.layer_count)
+    weight = EFFORTS[2].distortion_weight
+    assert real_cost(shipped, pixels, searched, weight) < real_cost(shipped, pixels, plain, weight)
 
 
 def test_a_searched_file_decodes_at_every_layer_and_every_prefix(model: ScalableCodec, small_image) -> None:
@@ -54,14 +52,12 @@ def test_a_searched_file_decodes_at_every_layer_and_every_prefix(model: Scalable
 
 def test_the_search_never_raises_its_own_loss(model: ScalableCodec, small_image) -> None:
     image = torch.from_numpy(np.ascontiguousarray(small_image[:64, :64])).permute(2, 0, 1)[None].float() / 255
-    lambdas = model.config.lambdas
+    weight = EFFORTS[2].distortion_weight
     with torch.no_grad():
-        before, _, _ = rate_distortion_loss(model(image, rounded_rates=True), image, lambdas, "mse")
+        before = search_loss(model, model(image, rounded_rates=True), image, weight)
         offsets = search_offsets(model, image, effort=2)
         assert offsets is not None and len(offsets) == model.config.layers
-        after, _, _ = rate_distortion_loss(
-            model(image, latent_offsets=offsets, rounded_rates=True), image, lambdas, "mse"
-        )
+        after = search_loss(model, model(image, latent_offsets=offsets, rounded_rates=True), image, weight)
     assert after.item() <= before.item()
     assert search_offsets(model, image, effort=1) is None
 
