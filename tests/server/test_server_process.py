@@ -110,7 +110,7 @@ def test_invalid_setting_fails_fast(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2 and "effort must be within 1..3" in result.stderr
+    assert result.returncode == 2 and "effort must be within 1..2" in result.stderr
 
 
 def test_unusable_data_dir_fails_fast(tmp_path: Path, weights_path: Path) -> None:
