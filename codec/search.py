@@ -16,8 +16,9 @@ weight on every λ_k.
 Most of what the search bought against the Gaussian rows (−3 % on Kodak) was
 zeroing symbols those rows overpriced; the fitted tables price them right at
 every effort. At the trained λ and on the unfiltered reconstruction the search
-then only moved the points along the curve (+0.5 % BD-rate on four Kodak
-images); on the shown picture +0.46 %, with λ×2 −0.35 %, with λ×4 −0.45 %.
+then only moved the points along the curve; aimed at the shown picture with
+the distortion weighed 4× it gains a little (each variant's figure is at
+`codec.effort.EFFORTS`).
 
 Measured on the shipped weights (two 256² Kodak crops): the search has to
 offset the analysis, not replace it; free latents of all layers drift away
