@@ -158,8 +158,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     if settings.post_filter_channels and settings.init_weights is None and not args.resume:
         raise SystemExit("--post-filter trains on a frozen codec: pass --init-weights weights/codec.pt")
-    if settings.post_filter_depth and (not settings.post_filter_channels or settings.post_filter_depth < 2):
-        raise SystemExit("--post-filter-depth needs --post-filter and at least 2 convolutions")
+    if settings.post_filter_depth and (not settings.post_filter_channels or settings.post_filter_depth < 1):
+        raise SystemExit("--post-filter-depth needs --post-filter and at least 1 convolution")
     tile = settings.filter_tile_size
     if tile and (not settings.post_filter_channels or settings.crop_size % tile):
         raise SystemExit("--filter-tile-size needs --post-filter and must divide --crop-size")
@@ -334,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="CONVOLUTIONS",
-        help="with --post-filter: its 3x3 convolutions (3 when new); those beyond the filter of --init-weights "
-        "start as the identity",
+        help="with --post-filter: its hidden 3x3 convolutions (3 when new, the output one on top); "
+        "those beyond the filter of --init-weights start as the identity",
     )
     p.add_argument(
         "--filter-tile-size",

@@ -86,7 +86,7 @@ class CodecConfig:
     lambdas: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05)
     # 0: no post-filter; the picture shown is the running reconstruction
     post_filter_channels: int = 0
-    # the post-filter's 3x3 convolutions (codec.postfilter.PostFilter)
+    # the post-filter's hidden 3x3 convolutions (codec.postfilter.PostFilter; its output convolution is on top)
     post_filter_depth: int = 3
     # 0: one pass per layer; > 0: a two-pass frequency context this wide
     context_channels: int = 0

@@ -51,7 +51,7 @@ class TrainSettings:
     init_weights: Path | None = None
     # > 0: train only a post-filter of this width on the frozen codec of `init_weights`
     post_filter_channels: int = 0
-    # > 0, with a post-filter: its 3x3 convolutions; those beyond a trained filter's start as the identity
+    # > 0, with a post-filter: its hidden 3x3 convolutions; those beyond a trained filter's start as the identity
     post_filter_depth: int = 0
     # > 0, with a post-filter: the codec codes each crop as tiles of this side and the filter sees
     # them assembled, across the tile borders, as the decoder shows a picture
